@@ -1,0 +1,138 @@
+//! `promptdeck render`: the messages a model would receive for one case.
+
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use super::{CliError, Exit, RenderArgs, RenderFormat, print_diagnostics};
+use crate::library::{self, PromptUnit};
+use crate::project::Project;
+use crate::prompt::{InputType, PromptFile};
+use crate::suite::TestCase;
+
+pub fn run(project: &Project, cwd: &Path, args: &RenderArgs) -> Result<Exit, CliError> {
+    let file = project
+        .resolve_prompt(&args.prompt, cwd)
+        .map_err(CliError::Usage)?;
+    let (unit, warnings) = library::load_unit(project, &file).map_err(CliError::Diagnostics)?;
+    print_diagnostics(&warnings, cwd);
+    let case = select_case(&unit, args)?;
+    let overrides = parse_overrides(&unit.prompt, &args.vars)?;
+    let rendered = library::render_case(project, &unit, case, &overrides)
+        .map_err(|d| CliError::Diagnostics(vec![d]))?;
+    print_diagnostics(&rendered.warnings, cwd);
+    match args.format {
+        RenderFormat::Text => print!("{}", format_text(&rendered.messages)),
+        RenderFormat::Json => {
+            let out = json!({
+                "messages": rendered.messages,
+                "parameters": rendered.parameters,
+                "backend": rendered.backend,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).map_err(|e| CliError::Io(e.to_string()))?
+            );
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// Messages as role-marker sections, the same syntax a prompt body uses.
+pub fn format_text(messages: &[crate::prompt::Message]) -> String {
+    let mut out = String::new();
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(message.role.as_str());
+        out.push_str(":\n");
+        out.push_str(&message.content);
+        out.push('\n');
+    }
+    out
+}
+
+fn select_case<'a>(
+    unit: &'a PromptUnit,
+    args: &RenderArgs,
+) -> Result<Option<&'a TestCase>, CliError> {
+    if args.case.is_none() && args.case_index.is_none() {
+        return Ok(None);
+    }
+    let cases = unit.suite.as_ref().map_or(&[][..], |s| s.cases.as_slice());
+    if cases.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} has no test cases (expected them in {})",
+            unit.prompt.name,
+            unit.prompt.tests_file_name()
+        )));
+    }
+    let names = || {
+        cases
+            .iter()
+            .map(|c| format!("  {} {}", c.index, c.name()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if let Some(index) = args.case_index {
+        return cases
+            .iter()
+            .find(|c| c.index == index)
+            .map(Some)
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "no case {index}; {} has cases 1 to {}:\n{}",
+                    unit.prompt.name,
+                    cases.len(),
+                    names()
+                ))
+            });
+    }
+    let wanted = args.case.as_deref().unwrap_or_default();
+    cases
+        .iter()
+        .find(|c| c.name() == wanted)
+        .map(Some)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "no case named `{wanted}` in {}; its cases are:\n{}",
+                unit.prompt.name,
+                names()
+            ))
+        })
+}
+
+/// `--var KEY=VALUE` pairs; values of inputs declared with a non-string type are JSON.
+pub fn parse_overrides(
+    prompt: &PromptFile,
+    pairs: &[String],
+) -> Result<Map<String, Value>, CliError> {
+    let mut vars = Map::new();
+    for pair in pairs {
+        let (key, raw) = pair
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--var `{pair}` must be KEY=VALUE")))?;
+        let key = key.trim();
+        crate::prompt::front_matter::check_identifier(key, crate::diagnostic::Position::START)
+            .map_err(|e| CliError::Usage(format!("--var: {}", e.message)))?;
+        let declared = prompt.input(key).and_then(|i| i.kind);
+        let value = match declared {
+            None | Some(InputType::String) => Value::String(raw.to_owned()),
+            Some(kind) => {
+                let value: Value = serde_json::from_str(raw).map_err(|e| {
+                    CliError::Usage(format!("--var {key}: input `{key}` is declared as {}, so its value must be JSON: {e}", kind.name()))
+                })?;
+                if !kind.accepts(&value) {
+                    return Err(CliError::Usage(format!(
+                        "--var {key}: expected {}, got `{raw}`",
+                        kind.name()
+                    )));
+                }
+                value
+            }
+        };
+        vars.insert(key.to_owned(), value);
+    }
+    Ok(vars)
+}

@@ -1,0 +1,14 @@
+//! promptdeck: a terminal workbench for prompt engineering.
+//!
+//! The pure core (`prompt`, `suite`, `yaml`, `diagnostic`) turns files into validated data and
+//! rendered messages; `project` and `user_file` are the IO edge that reads a user's project; `cli`
+//! wires commands to both. See docs/ARCHITECTURE.md for the module map and data flow.
+
+pub mod cli;
+pub mod diagnostic;
+pub mod library;
+pub mod project;
+pub mod prompt;
+pub mod suite;
+pub mod user_file;
+pub mod yaml;

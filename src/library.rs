@@ -1,0 +1,244 @@
+//! A project's prompt library as units: a prompt, its tests file, and how a case becomes the
+//! variables and messages sent to a model. Shared by `render`, `check`, and later `run`, `test`
+//! and the TUI, so every consumer renders a case the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::diagnostic::{Diagnostic, Position};
+use crate::project::Project;
+use crate::prompt::{self, Message, Parameters, PromptFile, RenderOptions, Rendered, Workspace};
+use crate::suite::{self, TestCase, TestSuite, TestsFileLocation};
+use crate::user_file;
+
+/// A prompt with its tests: the unit that is checked, run and (later) versioned together.
+#[derive(Debug, Clone)]
+pub struct PromptUnit {
+    pub prompt: PromptFile,
+    pub suite: Option<TestSuite>,
+    pub tests_path: Option<PathBuf>,
+}
+
+/// Loads a prompt and its tests file. `Ok` carries the warnings; `Err` every problem found.
+pub fn load_unit(
+    project: &Project,
+    file_name: &str,
+) -> Result<(PromptUnit, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let workspace = project.workspace();
+    let path = workspace.display_path(file_name);
+    let text = user_file::read_text(&path).map_err(|e| vec![e.to_diagnostic()])?;
+    let (prompt, mut diagnostics) = prompt::parse_prompt(file_name, path, &text)?;
+    check_references(project, &prompt, &mut diagnostics);
+
+    let tests_name = prompt.tests_file_name();
+    let tests_path = workspace.display_path(&tests_name);
+    let suite = if tests_path.exists() {
+        match user_file::read_text(&tests_path) {
+            Ok(text) => {
+                let project_relative = format!("{}/{tests_name}", crate::project::PROMPTS_DIR);
+                let at = TestsFileLocation {
+                    display: &tests_path,
+                    project_relative: &project_relative,
+                };
+                let (suite, suite_diagnostics) = suite::parse_tests_file(&text, &at, &workspace);
+                diagnostics.extend(suite_diagnostics);
+                Some(suite)
+            }
+            Err(e) => {
+                diagnostics.push(e.to_diagnostic());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(diagnostics);
+    }
+    let tests_path = suite.as_ref().map(|_| tests_path);
+    Ok((
+        PromptUnit {
+            prompt,
+            suite,
+            tests_path,
+        },
+        diagnostics,
+    ))
+}
+
+/// Checks what needs the project: the backend exists, technique prompts and tools exist.
+fn check_references(project: &Project, prompt: &PromptFile, diagnostics: &mut Vec<Diagnostic>) {
+    let model = &prompt.front_matter.model;
+    if let Some(backend) = &model.backend {
+        if !project.config.backends.contains_key(backend) {
+            let known: Vec<&str> = project.config.backends.keys().map(String::as_str).collect();
+            diagnostics.push(Diagnostic::error(
+                &prompt.path,
+                model.backend_position.unwrap_or(Position::START),
+                format!(
+                    "backend `{backend}` is not configured in promptdeck.toml (configured: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    let Some(technique) = &prompt.front_matter.technique else {
+        return;
+    };
+    let at = prompt
+        .front_matter
+        .technique_position
+        .unwrap_or(Position::START);
+    for referenced in technique.referenced_prompts() {
+        match project.resolve_prompt(referenced, &project.root) {
+            Ok(file) if file == prompt.file_name => diagnostics.push(Diagnostic::error(
+                &prompt.path,
+                at,
+                format!(
+                    "{} technique refers to this prompt itself",
+                    technique.kind_name()
+                ),
+            )),
+            Ok(_) => {}
+            Err(message) => diagnostics.push(Diagnostic::error(&prompt.path, at, message)),
+        }
+    }
+    if let prompt::technique::Technique::React { tools, .. } = technique {
+        for tool in tools {
+            if project.config.tool_description(tool).is_none() {
+                diagnostics.push(Diagnostic::error(
+                    &prompt.path,
+                    at,
+                    format!(
+                        "tool `{tool}` is neither built in (calculator, search, date) nor allow-listed under [tools.{tool}] in promptdeck.toml"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Which variables a case is rendered with, lowest precedence first: technique-provided values,
+/// input defaults, then either the case's vars (which already include `defaultTest` vars) or,
+/// without a case, the prompt's `sample`; `overrides` (`--var`) win over everything. PURE.
+pub fn assemble_variables(
+    prompt: &PromptFile,
+    technique_vars: Map<String, Value>,
+    case: Option<&TestCase>,
+    sample: &Map<String, Value>,
+    overrides: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut vars = technique_vars;
+    vars.extend(prompt.input_defaults());
+    match case {
+        Some(case) => vars.extend(case.vars.clone()),
+        None => vars.extend(sample.clone()),
+    }
+    vars.extend(overrides.clone());
+    vars
+}
+
+/// Warnings for variables whose type does not match the declared input. PURE.
+pub fn type_warnings(
+    prompt: &PromptFile,
+    vars: &Map<String, Value>,
+    case: Option<&TestCase>,
+    tests_path: Option<&PathBuf>,
+) -> Vec<Diagnostic> {
+    let mut warnings = Vec::new();
+    for input in &prompt.front_matter.inputs {
+        let (Some(kind), Some(value)) = (input.kind, vars.get(&input.name)) else {
+            continue;
+        };
+        if !kind.accepts(value) {
+            let (path, position, whose) = match (case, tests_path) {
+                (Some(case), Some(path)) => (
+                    path.clone(),
+                    case.position,
+                    format!("case {}", case.label()),
+                ),
+                _ => (prompt.path.clone(), input.position, "sample".to_owned()),
+            };
+            warnings.push(Diagnostic::warning(
+                path,
+                position,
+                format!(
+                    "{whose}: variable `{}` is declared as {} but is {}",
+                    input.name,
+                    kind.name(),
+                    json_kind(value)
+                ),
+            ));
+        }
+    }
+    warnings
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A rendered case, ready for a backend.
+#[derive(Debug, Clone)]
+pub struct RenderedCase {
+    pub messages: Vec<Message>,
+    pub parameters: Parameters,
+    pub backend: String,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Renders one case of a unit (or its sample when `case` is `None`).
+pub fn render_case(
+    project: &Project,
+    unit: &PromptUnit,
+    case: Option<&TestCase>,
+    overrides: &Map<String, Value>,
+) -> Result<RenderedCase, Diagnostic> {
+    let prompt = &unit.prompt;
+    let workspace: Arc<dyn Workspace> = Arc::new(project.workspace());
+    let sample = match case {
+        Some(_) => Map::new(),
+        None => prompt.sample(workspace.as_ref())?,
+    };
+    let technique_vars = prompt
+        .front_matter
+        .technique
+        .as_ref()
+        .map(|t| t.render_variables(&|name| project.config.tool_description(name)))
+        .unwrap_or_default();
+    let vars = assemble_variables(prompt, technique_vars, case, &sample, overrides);
+    let options = RenderOptions {
+        fuel: project.config.fuel,
+        case_label: case.map(TestCase::label),
+        ..RenderOptions::default()
+    };
+    let Rendered {
+        messages,
+        mut warnings,
+    } = prompt::render(prompt, workspace, &vars, &options)?;
+    warnings.extend(type_warnings(prompt, &vars, case, unit.tests_path.as_ref()));
+    Ok(RenderedCase {
+        messages,
+        parameters: project
+            .config
+            .default_parameters
+            .overlay(&prompt.front_matter.model.parameters),
+        backend: prompt
+            .front_matter
+            .model
+            .backend
+            .clone()
+            .unwrap_or_else(|| project.config.default_backend.clone()),
+        warnings,
+    })
+}
