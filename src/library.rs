@@ -26,10 +26,30 @@ pub fn load_unit(
     project: &Project,
     file_name: &str,
 ) -> Result<(PromptUnit, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let (unit, diagnostics) = load_unit_lenient(project, file_name);
+    match unit {
+        Some(unit) if !diagnostics.iter().any(Diagnostic::is_error) => Ok((unit, diagnostics)),
+        _ => Err(diagnostics),
+    }
+}
+
+/// Loads as much of a unit as can be loaded: the unit whenever the prompt itself parsed (with
+/// the valid cases of its tests file), and every diagnostic. `check` uses it to go on rendering
+/// past errors, so one run reports every problem.
+pub fn load_unit_lenient(
+    project: &Project,
+    file_name: &str,
+) -> (Option<PromptUnit>, Vec<Diagnostic>) {
     let workspace = project.workspace();
     let path = workspace.display_path(file_name);
-    let text = user_file::read_text(&path).map_err(|e| vec![e.to_diagnostic()])?;
-    let (prompt, mut diagnostics) = prompt::parse_prompt(file_name, path, &text)?;
+    let text = match user_file::read_text(&path) {
+        Ok(text) => text,
+        Err(e) => return (None, vec![e.to_diagnostic()]),
+    };
+    let (prompt, mut diagnostics) = match prompt::parse_prompt(file_name, path, &text) {
+        Ok(parsed) => parsed,
+        Err(diagnostics) => return (None, diagnostics),
+    };
     check_references(project, &prompt, &mut diagnostics);
 
     let tests_name = prompt.tests_file_name();
@@ -54,18 +74,15 @@ pub fn load_unit(
     } else {
         None
     };
-    if diagnostics.iter().any(Diagnostic::is_error) {
-        return Err(diagnostics);
-    }
     let tests_path = suite.as_ref().map(|_| tests_path);
-    Ok((
-        PromptUnit {
+    (
+        Some(PromptUnit {
             prompt,
             suite,
             tests_path,
-        },
+        }),
         diagnostics,
-    ))
+    )
 }
 
 /// Checks what needs the project: the backend exists, technique prompts and tools exist.

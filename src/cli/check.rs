@@ -60,14 +60,9 @@ pub fn check_prompts(
     let mut summary = CheckSummary::default();
     for file in files {
         summary.prompts += 1;
-        let (unit, warnings) = match library::load_unit(project, file) {
-            Ok(loaded) => loaded,
-            Err(diagnostics) => {
-                summary.diagnostics.extend(diagnostics);
-                continue;
-            }
-        };
-        summary.diagnostics.extend(warnings);
+        let (unit, diagnostics) = library::load_unit_lenient(project, file);
+        summary.diagnostics.extend(diagnostics);
+        let Some(unit) = unit else { continue };
         let cases: Vec<Option<&crate::suite::TestCase>> = match &unit.suite {
             Some(suite) if !suite.cases.is_empty() => suite.cases.iter().map(Some).collect(),
             // Without cases, the prompt must at least render with its sample and defaults.
@@ -93,6 +88,10 @@ pub fn check_prompts(
             ));
         }
     }
+    // Files in order, problems in each file by position, as a compiler lists them.
+    summary
+        .diagnostics
+        .sort_by(|a, b| (&a.path, a.position).cmp(&(&b.path, b.position)));
     summary.diagnostics.dedup();
     Ok(summary)
 }

@@ -262,6 +262,8 @@ pub fn parse(node: &Node) -> Result<(FrontMatter, Vec<FrontMatterWarning>), Vec<
             "inputs" => parse_inputs(value, &mut warnings).map(|v| fm.inputs = v),
             "sample" => parse_sample(value).map(|v| fm.sample = v),
             "template" => parse_template(value).map(|v| fm.template = v),
+            // Prompty v1 keys that describe the prompt but change nothing about rendering.
+            "outputs" | "$schema" => Ok(()),
             "technique" => value
                 .deserialize()
                 .and_then(|t: super::technique::Technique| {
@@ -560,10 +562,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_warnings_with_positions() {
-        let (_, warnings) = parse_str("name: x\noutputs:\n  answer: {type: string}\nmodel:\n  parameters:\n    frequency_penalty: 0.5\n").unwrap();
+        let (_, warnings) = parse_str(
+            "name: x\nbase: other.prompty\nmodel:\n  parameters:\n    frequency_penalty: 0.5\n",
+        )
+        .unwrap();
         assert_eq!(warnings.len(), 2);
         assert_eq!(warnings[0].position, Position::new(2, 1));
-        assert_eq!(warnings[1].position, Position::new(6, 5));
+        assert_eq!(warnings[1].position, Position::new(5, 5));
     }
 
     #[test]

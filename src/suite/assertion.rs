@@ -254,10 +254,12 @@ fn validate_value(a: &Assertion, node: &Node) -> Result<(), YamlError> {
         Regex => match value {
             Some(Value::String(pattern)) => {
                 if let Err(e) = regex::Regex::new(pattern) {
-                    return fail(
-                        value_at,
-                        format!("invalid regex: {}", e.to_string().replace('\n', " ")),
-                    );
+                    // regex draws the pattern with a caret over several lines; the last line
+                    // holds the reason.
+                    let text = e.to_string();
+                    let reason = text.lines().last().unwrap_or_default();
+                    let reason = reason.trim().trim_start_matches("error: ");
+                    return fail(value_at, format!("invalid regex `{pattern}`: {reason}"));
                 }
             }
             _ => {

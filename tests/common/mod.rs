@@ -1,0 +1,79 @@
+//! Helpers shared by the integration tests: temporary projects and running the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TempProject {
+    pub dir: tempfile::TempDir,
+}
+
+impl TempProject {
+    /// An empty project: a default promptdeck.toml and an empty prompts/ folder.
+    pub fn new() -> Self {
+        Self::with_config("[defaults]\nbackend = \"local\"\n")
+    }
+
+    pub fn with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("promptdeck.toml"), config).expect("write config");
+        std::fs::create_dir_all(dir.path().join("prompts")).expect("prompts dir");
+        TempProject { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file relative to the project root, creating folders.
+    pub fn write(&self, path: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let full = self.root().join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&full, content).expect("write");
+        full
+    }
+
+    /// Runs promptdeck inside the project.
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_in(self.root(), args)
+    }
+}
+
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_promptdeck"));
+    command
+        .env_remove("PROMPTDECK_PROJECT")
+        .env("NO_COLOR", "1");
+    command
+}
+
+pub fn run_in(dir: &Path, args: &[&str]) -> Run {
+    let output = binary()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run promptdeck");
+    Run::from(output)
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// The repository root, which is itself a promptdeck project holding the shipped library.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
