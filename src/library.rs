@@ -221,8 +221,23 @@ pub fn render_case(
     case: Option<&TestCase>,
     overrides: &Map<String, Value>,
 ) -> Result<RenderedCase, Diagnostic> {
+    render_case_in(
+        project,
+        Arc::new(project.workspace()),
+        unit,
+        case,
+        overrides,
+    )
+}
+
+fn render_case_in(
+    project: &Project,
+    workspace: Arc<dyn Workspace>,
+    unit: &PromptUnit,
+    case: Option<&TestCase>,
+    overrides: &Map<String, Value>,
+) -> Result<RenderedCase, Diagnostic> {
     let prompt = &unit.prompt;
-    let workspace: Arc<dyn Workspace> = Arc::new(project.workspace());
     let sample = match case {
         Some(_) => Map::new(),
         None => prompt.sample(workspace.as_ref())?,
@@ -258,4 +273,112 @@ pub fn render_case(
             .unwrap_or_else(|| project.config.default_backend.clone()),
         warnings,
     })
+}
+
+/// A workspace that remembers every file it was asked for, so that the files a unit really
+/// depends on (partials, sample files, `file://` variables) can be versioned with it.
+struct RecordingWorkspace {
+    inner: crate::project::DiskWorkspace,
+    read: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl RecordingWorkspace {
+    fn record(&self, project_path: String) {
+        // A poisoned lock only means another render panicked; the set itself is still valid.
+        let mut read = self
+            .read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        read.insert(project_path);
+    }
+}
+
+impl Workspace for RecordingWorkspace {
+    fn read_library_file(&self, name: &str) -> Result<Option<String>, String> {
+        let text = self.inner.read_library_file(name)?;
+        if text.is_some() {
+            self.record(format!("{}/{name}", crate::project::PROMPTS_DIR));
+        }
+        Ok(text)
+    }
+
+    fn read_project_file(&self, path: &str) -> Result<Option<String>, String> {
+        let text = self.inner.read_project_file(path)?;
+        if text.is_some() {
+            self.record(path.to_owned());
+        }
+        Ok(text)
+    }
+
+    fn display_path(&self, name: &str) -> PathBuf {
+        self.inner.display_path(name)
+    }
+}
+
+/// The files of a unit as the version store keeps them: project-relative path to content. The
+/// prompt, its tests file, and every file that loading the tests or rendering the sample or any
+/// case read. Rendering errors do not stop a snapshot (a user may save work in progress); they
+/// are returned as diagnostics beside the files.
+pub fn unit_files(
+    project: &Project,
+    file_name: &str,
+) -> Result<
+    (
+        String,
+        std::collections::BTreeMap<String, String>,
+        Vec<Diagnostic>,
+    ),
+    Vec<Diagnostic>,
+> {
+    let recorder = Arc::new(RecordingWorkspace {
+        inner: project.workspace(),
+        read: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+    });
+    let prompts = crate::project::PROMPTS_DIR;
+    recorder.record(format!("{prompts}/{file_name}"));
+    let (unit, mut diagnostics) = load_unit_lenient(project, file_name);
+    let Some(unit) = unit else {
+        return Err(diagnostics);
+    };
+    if unit.tests_path.is_some() {
+        recorder.record(format!("{prompts}/{}", unit.prompt.tests_file_name()));
+        // Re-parse the tests file through the recorder to see the `file://` variables it reads.
+        let tests_name = unit.prompt.tests_file_name();
+        if let Ok(Some(text)) = recorder.read_library_file(&tests_name) {
+            let display = recorder.display_path(&tests_name);
+            let project_relative = format!("{prompts}/{tests_name}");
+            let at = TestsFileLocation {
+                display: &display,
+                project_relative: &project_relative,
+            };
+            let _ = suite::parse_tests_file(&text, &at, recorder.as_ref());
+        }
+    }
+    let workspace: Arc<dyn Workspace> = recorder.clone();
+    let cases: Vec<Option<&TestCase>> = match &unit.suite {
+        Some(suite) if !suite.cases.is_empty() => suite.cases.iter().map(Some).collect(),
+        _ => vec![None],
+    };
+    for case in cases {
+        if let Err(diagnostic) =
+            render_case_in(project, Arc::clone(&workspace), &unit, case, &Map::new())
+        {
+            diagnostics.push(diagnostic);
+        }
+    }
+    let read = recorder
+        .read
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut files = std::collections::BTreeMap::new();
+    for path in read {
+        match user_file::read_text(&project.root.join(&path)) {
+            Ok(text) => {
+                files.insert(path, text);
+            }
+            Err(e) => diagnostics.push(e.to_diagnostic()),
+        }
+    }
+    Ok((unit.prompt.name.clone(), files, diagnostics))
 }
