@@ -6,9 +6,12 @@
 
 pub mod cli;
 pub mod diagnostic;
+pub mod diff;
 pub mod library;
 pub mod project;
 pub mod prompt;
+pub mod refs;
+pub mod store;
 pub mod suite;
 pub mod user_file;
 pub mod yaml;

@@ -6,6 +6,7 @@ use clap::Parser;
 use promptdeck::cli::{self, Cli, CliError, Exit};
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     let cwd = std::env::current_dir().unwrap_or_default();
     match cli::dispatch(cli) {
@@ -18,5 +19,16 @@ fn main() -> ExitCode {
             eprintln!("error: {:#}", anyhow::Error::from(err));
             Exit::InputError.into()
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, which turns `promptdeck show ... | head` into a panic on the first write
+/// after `head` exits. A command-line tool should simply stop, as `cat` does.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler
+    // for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

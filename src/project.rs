@@ -445,6 +445,16 @@ impl Project {
         self.root.join(PROMPTS_DIR)
     }
 
+    /// Where the version store lives: `.promptdeck/store`.
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join(DATA_DIR).join("store")
+    }
+
+    /// Opens (creating on first use) the project's version store.
+    pub fn open_store(&self) -> Result<crate::store::SledStore, crate::store::StoreError> {
+        crate::store::SledStore::open(self.store_dir())
+    }
+
     pub fn workspace(&self) -> DiskWorkspace {
         DiskWorkspace::new(&self.root)
     }

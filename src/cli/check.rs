@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{CliError, Exit, print_diagnostics};
+use super::{CliError, Exit, plural, print_diagnostics};
 use crate::diagnostic::{Diagnostic, Position, Severity};
 use crate::library;
 use crate::project::Project;
@@ -33,7 +33,6 @@ pub fn run(project: &Project, cwd: &Path, paths: &[PathBuf]) -> Result<Exit, Cli
     let files = select(project, cwd, paths)?;
     let summary = check_prompts(project, &files, paths.is_empty())?;
     print_diagnostics(&summary.diagnostics, cwd);
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let line = format!(
         "checked {}, {}: {}, {}",
         plural(summary.prompts, "prompt"),

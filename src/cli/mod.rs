@@ -3,9 +3,12 @@
 //! Results go to stdout; progress, warnings and errors go to stderr. Exit codes everywhere:
 //! 0 ok, 1 tests failed, 2 usage, config or input error.
 
+pub mod bench;
 pub mod check;
+pub mod diff;
 pub mod init;
 pub mod render;
+pub mod versions;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,6 +39,8 @@ pub enum CliError {
     Diagnostics(Vec<Diagnostic>),
     #[error(transparent)]
     Project(#[from] ProjectError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -53,6 +58,9 @@ Examples:
   promptdeck init my-prompts            create a project with an example prompt
   promptdeck check                      validate every prompt and tests file
   promptdeck render cot/math --case apples
+  promptdeck commit cot/math -m \"tighter answer line\"
+  promptdeck history cot/math
+  promptdeck diff cot/math@prod working
   promptdeck completions bash > ~/.local/share/bash-completion/completions/promptdeck
 
 Exit codes: 0 ok, 1 tests failed, 2 usage, config or input error.";
@@ -95,11 +103,140 @@ Problems are printed as `file:line:col: error: message`; exit 0 when clean, 2 ot
         /// Files or folders under prompts/ (default: all of prompts/).
         paths: Vec<PathBuf>,
     },
+    /// Snapshot a prompt, its tests file and the partials it uses as an immutable version.
+    #[command(
+        after_help = "Examples:\n  promptdeck commit cot/math -m \"state the unit in the answer\"\n\nCommitting unchanged content creates nothing and names the existing version."
+    )]
+    Commit {
+        /// A .prompty file, or its name under prompts/.
+        prompt: String,
+        /// What changed.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+    /// List a prompt's versions, newest first, with labels and the pass rate of their latest run.
+    #[command(
+        after_help = "Examples:\n  promptdeck history cot/math\n  promptdeck history cot/math --format json"
+    )]
+    History {
+        prompt: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Print a version's files (or a run's results).
+    #[command(
+        after_help = "REF is a version id prefix (7+ hex digits), PROMPT@LABEL, PROMPT@latest or a run id.\n\nExamples:\n  promptdeck show 3f2a1c9\n  promptdeck show cot/math@prod\n  promptdeck show cot/math@latest --format json"
+    )]
+    Show {
+        reference: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Write a version's files back to the working tree.
+    #[command(
+        after_help = "Refuses to overwrite uncommitted changes unless --force.\n\nExamples:\n  promptdeck restore cot/math@prod\n  promptdeck restore 3f2a1c9 --force"
+    )]
+    Restore {
+        reference: String,
+        /// Overwrite uncommitted changes.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Named pointers to versions: prod, staging, baseline, ...
+    #[command(subcommand)]
+    Label(LabelCommand),
+    /// Compare two versions, labels, runs or the working tree.
+    #[command(
+        after_help = "A and B are version id prefixes, PROMPT@LABEL, PROMPT@latest, run ids, or `working`.\n\nExamples:\n  promptdeck diff cot/math@prod working\n  promptdeck diff 3f2a1c9 cot/math@latest --color always\n  promptdeck diff cot/math@baseline cot/math@prod --format json"
+    )]
+    Diff {
+        a: String,
+        b: String,
+        #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+        color: ColorChoice,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Lines of context around each change.
+        #[arg(long, default_value_t = 3)]
+        context: usize,
+    },
+    /// List runs with their status and pass counts.
+    #[command(
+        after_help = "Examples:\n  promptdeck runs\n  promptdeck runs cot/math --format json"
+    )]
+    Runs {
+        prompt: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Write all versions, labels, label logs and runs as JSON Lines (backup and migration).
+    #[command(
+        after_help = "Examples:\n  promptdeck export --out backup.jsonl\n  promptdeck export | gzip > backup.jsonl.gz"
+    )]
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import an export; importing twice changes nothing, and a bad file imports nothing.
+    #[command(
+        after_help = "Examples:\n  promptdeck import backup.jsonl\n  gunzip -c backup.jsonl.gz | promptdeck import -"
+    )]
+    Import {
+        /// The export file, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// Measure promptdeck's own speed.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  promptdeck completions bash > ~/.local/share/bash-completion/completions/promptdeck\n  promptdeck completions zsh > \"${fpath[1]}/_promptdeck\"\n  promptdeck completions fish > ~/.config/fish/completions/promptdeck.fish"
     )]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabelCommand {
+    /// Point NAME of REF's prompt at REF (appends to the label log).
+    #[command(
+        after_help = "Examples:\n  promptdeck label set prod cot/math@latest\n  promptdeck label set baseline 3f2a1c9"
+    )]
+    Set { name: String, reference: String },
+    /// Current labels, of one prompt or all.
+    List { prompt: Option<String> },
+    /// Every move of a label: when, from, to, by whom.
+    Log {
+        name: String,
+        prompt: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Fill a scratch store and time history and show; report size against the raw payload.
+    #[command(after_help = "Example:\n  promptdeck bench store --versions 10000 --outputs 100000")]
+    Store {
+        #[arg(long, default_value_t = 10_000)]
+        versions: usize,
+        #[arg(long, default_value_t = 100_000)]
+        outputs: usize,
+        #[arg(long, default_value_t = 100)]
+        prompts: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,12 +302,105 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             let project = Project::discover(&cwd, cli.project.as_deref())?;
             check::run(&project, &cwd, &paths)
         }
+        Command::Commit { prompt, message } => versions::commit(
+            &Project::discover(&cwd, cli.project.as_deref())?,
+            &cwd,
+            &prompt,
+            message.as_deref(),
+        ),
+        Command::History { prompt, format } => versions::history(
+            &Project::discover(&cwd, cli.project.as_deref())?,
+            &cwd,
+            &prompt,
+            format,
+        ),
+        Command::Show { reference, format } => versions::show(
+            &Project::discover(&cwd, cli.project.as_deref())?,
+            &cwd,
+            &reference,
+            format,
+        ),
+        Command::Restore { reference, force } => versions::restore(
+            &Project::discover(&cwd, cli.project.as_deref())?,
+            &cwd,
+            &reference,
+            force,
+        ),
+        Command::Label(command) => {
+            let project = Project::discover(&cwd, cli.project.as_deref())?;
+            match command {
+                LabelCommand::Set { name, reference } => {
+                    versions::label_set(&project, &cwd, &name, &reference)
+                }
+                LabelCommand::List { prompt } => {
+                    versions::label_list(&project, &cwd, prompt.as_deref())
+                }
+                LabelCommand::Log { name, prompt } => {
+                    versions::label_log(&project, &cwd, &name, prompt.as_deref())
+                }
+            }
+        }
+        Command::Diff {
+            a,
+            b,
+            color,
+            format,
+            context,
+        } => {
+            let project = Project::discover(&cwd, cli.project.as_deref())?;
+            diff::run(
+                &project,
+                &cwd,
+                &diff::DiffArgs {
+                    a: &a,
+                    b: &b,
+                    color,
+                    format,
+                    context,
+                },
+            )
+        }
+        Command::Runs { prompt, format } => versions::runs(
+            &Project::discover(&cwd, cli.project.as_deref())?,
+            &cwd,
+            prompt.as_deref(),
+            format,
+        ),
+        Command::Export { out } => {
+            let out = out.map(|o| cwd.join(o));
+            versions::export(
+                &Project::discover(&cwd, cli.project.as_deref())?,
+                out.as_deref(),
+            )
+        }
+        Command::Import { file } => {
+            let file = if file == Path::new("-") {
+                file
+            } else {
+                cwd.join(file)
+            };
+            versions::import(&Project::discover(&cwd, cli.project.as_deref())?, &file)
+        }
+        Command::Bench(BenchCommand::Store {
+            versions,
+            outputs,
+            prompts,
+        }) => bench::store(&bench::StoreBenchArgs {
+            versions,
+            outputs,
+            prompts,
+        }),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "promptdeck", &mut std::io::stdout());
             Ok(Exit::Ok)
         }
     }
+}
+
+/// `1 prompt`, `3 prompts`.
+pub fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Shows `path` relative to `base` when it lies below it.

@@ -1,0 +1,207 @@
+//! `promptdeck bench store`: fills a scratch store with many versions and outputs and times the
+//! queries users wait on (`history`, `show`), plus the store's size against its raw payload.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{CliError, Exit};
+use crate::store::{
+    CaseResult, Message, RunMeta, RunStatus, SledStore, Store, TokenUsage, UnitFiles,
+};
+
+pub struct StoreBenchArgs {
+    pub versions: usize,
+    pub outputs: usize,
+    pub prompts: usize,
+}
+
+pub fn store(args: &StoreBenchArgs) -> Result<Exit, CliError> {
+    if args.prompts == 0 || args.versions < args.prompts {
+        return Err(CliError::Usage(
+            "--versions must be at least --prompts, and --prompts at least 1".to_owned(),
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("promptdeck-bench-{}", std::process::id()));
+    let result = run_store_bench(&dir, args);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_store_bench(dir: &Path, args: &StoreBenchArgs) -> Result<Exit, CliError> {
+    let store = SledStore::open(dir)?;
+    let fill = Instant::now();
+    let per_prompt = args.versions / args.prompts;
+    let mut versions = Vec::with_capacity(args.versions);
+    for p in 0..args.prompts {
+        for v in 0..per_prompt {
+            let unit = sample_unit(p, v);
+            versions.push(
+                store
+                    .commit(&unit, &format!("edit {v}"), "bench")?
+                    .id()
+                    .to_owned(),
+            );
+        }
+    }
+    let commit_time = fill.elapsed();
+
+    let fill_runs = Instant::now();
+    let per_run = 100.min(args.outputs.max(1));
+    let runs = args.outputs.div_ceil(per_run);
+    for r in 0..runs {
+        let version = &versions[r % versions.len()];
+        let prompt = format!("bench/prompt-{:03}", (r % versions.len()) / per_prompt);
+        let run = store.begin_run(RunMeta {
+            version: version.clone(),
+            prompt,
+            backend: "local".to_owned(),
+            model: "SmolLM2-135M-Instruct".to_owned(),
+            parameters: serde_json::json!({"temperature": 0.0}),
+        })?;
+        let count = per_run.min(args.outputs - r * per_run);
+        let results: Vec<CaseResult> = (0..count).map(|c| sample_result(c as u32)).collect();
+        store.record_results(run, &results)?;
+        store.finish_run(run, RunStatus::Complete)?;
+    }
+    let run_time = fill_runs.elapsed();
+
+    let probes = 20.min(args.prompts);
+    let mut history = Vec::new();
+    let mut show = Vec::new();
+    for i in 0..probes {
+        let prompt = format!("bench/prompt-{:03}", i * args.prompts / probes);
+        let start = Instant::now();
+        let entries = store.history(&prompt)?;
+        history.push(start.elapsed());
+        let id = entries
+            .first()
+            .map(|e| e.version.id.clone())
+            .unwrap_or_default();
+        let start = Instant::now();
+        let version = store.get_version(&id)?;
+        let short = store.short_id(&id);
+        let text: usize =
+            version.map_or(0, |v| v.files.values().map(String::len).sum()) + short.len();
+        show.push(start.elapsed());
+        std::hint::black_box(text);
+    }
+    let mut export = Vec::new();
+    store.export(&mut export)?;
+    drop(store);
+    let disk = dir_size(dir);
+    let ratio = disk as f64 / export.len().max(1) as f64;
+
+    println!(
+        "store benchmark: {} versions over {} prompts, {} outputs in {runs} runs",
+        versions.len(),
+        args.prompts,
+        args.outputs
+    );
+    println!(
+        "fill: commits {:.1} s ({:.2} ms each, flushed), runs {:.1} s",
+        commit_time.as_secs_f64(),
+        ms(commit_time) / versions.len() as f64,
+        run_time.as_secs_f64()
+    );
+    println!(
+        "history of one prompt ({per_prompt} versions): median {:.2} ms, max {:.2} ms over {probes} prompts",
+        median_ms(&history),
+        max_ms(&history)
+    );
+    println!(
+        "show of one version: median {:.3} ms, max {:.3} ms",
+        median_ms(&show),
+        max_ms(&show)
+    );
+    println!(
+        "size on disk {:.1} MB; raw payload (JSONL export) {:.1} MB; ratio {ratio:.2}x",
+        disk as f64 / 1e6,
+        export.len() as f64 / 1e6
+    );
+    Ok(Exit::Ok)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median_ms(samples: &[Duration]) -> f64 {
+    let mut sorted: Vec<f64> = samples.iter().copied().map(ms).collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn max_ms(samples: &[Duration]) -> f64 {
+    samples.iter().copied().map(ms).fold(0.0, f64::max)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// A realistic unit: a prompt of about 1.5 kB and a tests file of about 1 kB.
+fn sample_unit(prompt: usize, version: usize) -> UnitFiles {
+    let name = format!("bench/prompt-{prompt:03}");
+    let body = format!(
+        "---\nname: prompt-{prompt}\nmodel:\n  backend: local\n  parameters: {{temperature: 0.{v}}}\n---\nsystem:\n{}\nuser:\n{{{{ question }}}} (revision {v})\n",
+        "You are a careful assistant who answers step by step and ends with `Answer: N`. "
+            .repeat(16),
+        v = version % 10
+    );
+    let tests = format!(
+        "- description: case {version}\n  vars: {{question: 'What is {version} + 1?'}}\n  assert:\n    - type: contains\n      value: '{}'\n{}",
+        version + 1,
+        "- description: filler\n  vars: {question: 'How many apples are left?'}\n  assert: [{type: icontains, value: apples}]\n".repeat(6)
+    );
+    UnitFiles {
+        prompt: name.clone(),
+        files: [
+            (format!("prompts/{name}.prompty"), body),
+            (format!("prompts/{name}.tests.yaml"), tests),
+        ]
+        .into(),
+    }
+}
+
+fn sample_result(case: u32) -> CaseResult {
+    CaseResult {
+        case,
+        sample: 0,
+        case_name: format!("case {case}"),
+        messages: vec![
+            Message {
+                role: "system".to_owned(),
+                content: "You are a careful assistant.".to_owned(),
+            },
+            Message {
+                role: "user".to_owned(),
+                content: format!("What is {case} + 1?"),
+            },
+        ],
+        output: format!(
+            "Let me think step by step. {case} plus one is {}. Answer: {}",
+            case + 1,
+            case + 1
+        ),
+        finish_reason: Some("stop".to_owned()),
+        latency_ms: 120,
+        ttft_ms: Some(20),
+        usage: TokenUsage {
+            input: 40,
+            output: 24,
+        },
+        cost: 0.0,
+        error: None,
+        cached: false,
+        assertions: Vec::new(),
+        passed: Some(case % 5 != 0),
+    }
+}
