@@ -363,3 +363,104 @@ fn runs_list_is_empty_before_any_run() {
     assert_eq!(r.stderr, "no runs yet\n");
     assert_eq!(ok(&p, &["runs", "--format", "json"]), "[]\n");
 }
+
+#[test]
+fn runs_show_and_pass_rates_from_stored_results() {
+    use promptdeck::store::{
+        CaseResult, Message, RunMeta, RunStatus, SledStore, Store, TokenUsage,
+    };
+    let p = project();
+    ok(&p, &["commit", "cot/math", "-m", "v1"]);
+    let version = history_ids(&p, "cot/math")[0].clone();
+    let run_id = {
+        let store = SledStore::open(p.root().join(".promptdeck/store")).unwrap();
+        let run = store
+            .begin_run(RunMeta {
+                version: version.clone(),
+                prompt: "cot/math".to_owned(),
+                backend: "local".to_owned(),
+                model: "SmolLM2-135M-Instruct".to_owned(),
+                parameters: serde_json::json!({"temperature": 0}),
+            })
+            .unwrap();
+        for (case, passed) in [(1u32, true), (2, true), (3, false), (4, true)] {
+            let result = CaseResult {
+                case,
+                sample: 0,
+                case_name: format!("case {case}"),
+                messages: vec![Message {
+                    role: "user".to_owned(),
+                    content: "3 + 4?".to_owned(),
+                }],
+                output: format!("Answer: {}", if passed { 7 } else { 6 }),
+                finish_reason: Some("stop".to_owned()),
+                latency_ms: 100 + u64::from(case),
+                ttft_ms: Some(10),
+                usage: TokenUsage {
+                    input: 12,
+                    output: 3,
+                },
+                cost: 0.0,
+                error: None,
+                cached: false,
+                assertions: Vec::new(),
+                passed: Some(passed),
+            };
+            store.record_result(run, &result).unwrap();
+        }
+        store.finish_run(run, RunStatus::Complete).unwrap();
+        run.to_string()
+    };
+    let history = ok(&p, &["history", "cot/math"]);
+    assert!(history.trim_end().ends_with("pass 3/4 (75%)"), "{history}");
+    let runs = ok(&p, &["runs", "cot/math"]);
+    assert!(
+        runs.contains("local/SmolLM2-135M-Instruct  complete  4 results, 3/4 passed"),
+        "{runs}"
+    );
+    let shown = ok(&p, &["show", &run_id[..12]]);
+    assert!(
+        shown.starts_with(&format!(
+            "run {run_id} of cot/math version {}",
+            &version[..7]
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("--- case 3 \"case 3\" sample 0: FAIL  103 ms  12+3 tokens"),
+        "{shown}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&p, &["runs", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["passed"], 3);
+    // A run id names its version: labels and restores accept it.
+    assert!(ok(&p, &["label", "set", "baseline", &run_id]).starts_with("cot/math@baseline -> "));
+}
+
+#[test]
+fn bench_store_runs_small() {
+    let r = common::binary()
+        .args([
+            "bench",
+            "store",
+            "--versions",
+            "20",
+            "--outputs",
+            "300",
+            "--prompts",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{out}");
+    assert!(
+        out.contains("store benchmark: 20 versions over 2 prompts, 300 outputs in 3 runs"),
+        "{out}"
+    );
+    assert!(
+        out.contains("history of one prompt (10 versions): median"),
+        "{out}"
+    );
+    assert!(out.contains("raw payload (JSONL export)"), "{out}");
+}
