@@ -65,6 +65,12 @@ fn run_store_bench(dir: &Path, args: &StoreBenchArgs) -> Result<Exit, CliError> 
     }
     let run_time = fill_runs.elapsed();
 
+    // Measure what a command pays: a cold open of the filled store, then the queries.
+    drop(store);
+    let open_start = Instant::now();
+    let store = SledStore::open(dir)?;
+    let open_time = open_start.elapsed();
+
     let probes = 20.min(args.prompts);
     let mut history = Vec::new();
     let mut show = Vec::new();
@@ -90,6 +96,7 @@ fn run_store_bench(dir: &Path, args: &StoreBenchArgs) -> Result<Exit, CliError> 
     drop(store);
     let disk = dir_size(dir);
     let ratio = disk as f64 / export.len().max(1) as f64;
+    let first_history = history.first().copied().unwrap_or_default();
 
     println!(
         "store benchmark: {} versions over {} prompts, {} outputs in {runs} runs",
@@ -112,6 +119,11 @@ fn run_store_bench(dir: &Path, args: &StoreBenchArgs) -> Result<Exit, CliError> 
         "show of one version: median {:.3} ms, max {:.3} ms",
         median_ms(&show),
         max_ms(&show)
+    );
+    println!(
+        "cold open of the filled store {:.1} ms; open + first history {:.1} ms (what one `promptdeck history` pays)",
+        ms(open_time),
+        ms(open_time + first_history)
     );
     println!(
         "size on disk {:.1} MB; raw payload (JSONL export) {:.1} MB; ratio {ratio:.2}x",
