@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::diagnostic::{Diagnostic, Position};
 use crate::project::Project;
 use crate::prompt::{self, Message, Parameters, PromptFile, RenderOptions, Rendered, Workspace};
+use crate::store::UnitFiles;
 use crate::suite::{self, TestCase, TestSuite, TestsFileLocation};
 use crate::user_file;
 
@@ -322,14 +323,7 @@ impl Workspace for RecordingWorkspace {
 pub fn unit_files(
     project: &Project,
     file_name: &str,
-) -> Result<
-    (
-        String,
-        std::collections::BTreeMap<String, String>,
-        Vec<Diagnostic>,
-    ),
-    Vec<Diagnostic>,
-> {
+) -> Result<(UnitFiles, Vec<Diagnostic>), Vec<Diagnostic>> {
     let recorder = Arc::new(RecordingWorkspace {
         inner: project.workspace(),
         read: std::sync::Mutex::new(std::collections::BTreeSet::new()),
@@ -380,5 +374,11 @@ pub fn unit_files(
             Err(e) => diagnostics.push(e.to_diagnostic()),
         }
     }
-    Ok((unit.prompt.name.clone(), files, diagnostics))
+    Ok((
+        UnitFiles {
+            prompt: unit.prompt.name.clone(),
+            files,
+        },
+        diagnostics,
+    ))
 }

@@ -143,7 +143,10 @@ Problems are printed as `file:line:col: error: message`; exit 0 when clean, 2 ot
         force: bool,
     },
     /// Named pointers to versions: prod, staging, baseline, ...
-    #[command(subcommand, after_help = "Examples:\n  promptdeck label set prod cot/math@latest\n  promptdeck label list\n  promptdeck label log prod")]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  promptdeck label set prod cot/math@latest\n  promptdeck label list\n  promptdeck label log prod"
+    )]
     Label(LabelCommand),
     /// Compare two versions, labels, runs or the working tree.
     #[command(

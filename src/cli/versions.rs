@@ -74,10 +74,9 @@ pub fn resolve(
 /// Snapshots the working files of a prompt unit; prints warnings for problems that did not stop it.
 pub fn working_unit(project: &Project, cwd: &Path, spec: &str) -> Result<UnitFiles, CliError> {
     let file = project.resolve_prompt(spec, cwd).map_err(CliError::Usage)?;
-    let (prompt, files, diagnostics) =
-        library::unit_files(project, &file).map_err(CliError::Diagnostics)?;
+    let (unit, diagnostics) = library::unit_files(project, &file).map_err(CliError::Diagnostics)?;
     print_diagnostics(&diagnostics, cwd);
-    Ok(UnitFiles { prompt, files })
+    Ok(unit)
 }
 
 pub fn commit(
@@ -309,9 +308,11 @@ pub fn restore(
     };
     let file = format!("{}.prompty", version.prompt);
     let current = if project.prompts_dir().join(&file).exists() {
-        let (prompt, files, _) =
-            library::unit_files(project, &file).map_err(CliError::Diagnostics)?;
-        Some(UnitFiles { prompt, files })
+        Some(
+            library::unit_files(project, &file)
+                .map_err(CliError::Diagnostics)?
+                .0,
+        )
     } else {
         None
     };
