@@ -4,6 +4,7 @@
 //! rendered messages; `project` and `user_file` are the IO edge that reads a user's project; `cli`
 //! wires commands to both. See docs/ARCHITECTURE.md for the module map and data flow.
 
+pub mod backend;
 pub mod cli;
 pub mod diagnostic;
 pub mod diff;

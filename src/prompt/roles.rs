@@ -32,6 +32,15 @@ pub struct Message {
     pub content: String,
 }
 
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Message {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
 /// A message that rendered to nothing and was dropped; `index` counts markers from 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DroppedMessage {

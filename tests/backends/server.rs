@@ -1,0 +1,222 @@
+//! A loopback HTTP/1.1 server written on raw TCP, so tests control every byte and every
+//! packet boundary of a provider's answer.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("request body is JSON")
+    }
+}
+
+pub enum Reply {
+    /// Writes each part as its own TCP write, `gap` apart, then closes.
+    Parts(Vec<Vec<u8>>, Duration),
+    /// Writes the parts, then neither writes nor closes.
+    Stall(Vec<Vec<u8>>),
+    /// Writes the parts, then resets the connection (RST).
+    ResetAfter(Vec<Vec<u8>>),
+}
+
+type Handler = dyn Fn(usize, &Recorded) -> Reply + Send + Sync;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    pub peak_active: Arc<AtomicUsize>,
+}
+
+impl Server {
+    pub async fn start(
+        handler: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let active = Arc::new(AtomicUsize::new(0));
+        let peak_active = Arc::new(AtomicUsize::new(0));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (reqs, act, peak) = (requests.clone(), active.clone(), peak_active.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (handler, reqs, act, peak) =
+                    (handler.clone(), reqs.clone(), act.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let now = act.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    serve(socket, handler, reqs).await;
+                    act.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Server {
+            addr,
+            requests,
+            peak_active,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn request(&self, i: usize) -> Recorded {
+        self.requests.lock().unwrap()[i].clone()
+    }
+}
+
+async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = socket.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_string();
+    let target = first.next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = socket.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&tmp[..n]);
+    }
+    Some(Recorded {
+        method,
+        target,
+        headers,
+        body: String::from_utf8_lossy(&body).to_string(),
+    })
+}
+
+async fn serve(mut socket: TcpStream, handler: Arc<Handler>, reqs: Arc<Mutex<Vec<Recorded>>>) {
+    let Some(req) = read_request(&mut socket).await else {
+        return;
+    };
+    let index = {
+        let mut r = reqs.lock().unwrap();
+        r.push(req.clone());
+        r.len() - 1
+    };
+    let _ = socket.set_nodelay(true);
+    match handler(index, &req) {
+        Reply::Parts(parts, gap) => {
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 && !gap.is_zero() {
+                    tokio::time::sleep(gap).await;
+                }
+                if socket.write_all(part).await.is_err() {
+                    return;
+                }
+                let _ = socket.flush().await;
+            }
+            let _ = socket.shutdown().await;
+        }
+        Reply::Stall(parts) => {
+            for part in parts {
+                let _ = socket.write_all(&part).await;
+            }
+            std::future::pending::<()>().await;
+        }
+        Reply::ResetAfter(parts) => {
+            for part in parts {
+                let _ = socket.write_all(&part).await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let _ = socket.set_zero_linger();
+            drop(socket);
+        }
+    }
+}
+
+/// A complete response with a body and `Content-Length`.
+pub fn response(status: u16, headers: &[(&str, &str)], content_type: &str, body: &str) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+pub fn json(status: u16, headers: &[(&str, &str)], body: &Value) -> Reply {
+    Reply::Parts(
+        vec![response(
+            status,
+            headers,
+            "application/json",
+            &body.to_string(),
+        )],
+        Duration::ZERO,
+    )
+}
+
+/// The head of an event-stream response whose body ends when the connection closes.
+pub fn sse_head() -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".to_vec()
+}
+
+/// Splits `body` into TCP writes at awkward places: every `step` bytes, so boundaries fall
+/// inside field names, JSON strings and between `\r` and `\n`.
+pub fn split(body: &str, step: usize) -> Vec<Vec<u8>> {
+    body.as_bytes().chunks(step).map(<[u8]>::to_vec).collect()
+}
+
+/// An SSE response: head, then the body in awkward pieces with small gaps.
+pub fn sse(body: &str, step: usize) -> Reply {
+    let mut parts = vec![sse_head()];
+    parts.extend(split(body, step));
+    Reply::Parts(parts, Duration::from_millis(1))
+}
