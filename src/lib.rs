@@ -9,6 +9,7 @@ pub mod cli;
 pub mod diagnostic;
 pub mod diff;
 pub mod library;
+pub mod local;
 pub mod project;
 pub mod prompt;
 pub mod refs;

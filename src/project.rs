@@ -455,6 +455,53 @@ impl Project {
         crate::store::SledStore::open(self.store_dir())
     }
 
+    /// Where API responses are cached: `.promptdeck/cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join(DATA_DIR).join("cache")
+    }
+
+    /// The API-client configuration of a configured backend; `None` for the local engine.
+    pub fn api_backend_config(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::backend::BackendConfig>, String> {
+        use crate::backend::{BackendConfig, Kind, Prices};
+        let raw = self.config.backends.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.config.backends.keys().map(String::as_str).collect();
+            format!(
+                "no backend `{name}` in {CONFIG_FILE} (configured: {})",
+                known.join(", ")
+            )
+        })?;
+        let kind = match raw.kind {
+            BackendKind::Local => return Ok(None),
+            BackendKind::Openai => Kind::OpenAi,
+            BackendKind::Anthropic => Kind::Anthropic,
+            BackendKind::Gemini => Kind::Gemini,
+        };
+        // Validation guarantees API backends name a model.
+        let mut config = BackendConfig::new(name, kind, raw.model.clone().unwrap_or_default());
+        config.base_url = raw.base_url.clone();
+        config.api_key_env = raw.api_key_env.clone();
+        if let Some(concurrency) = raw.concurrency {
+            config.concurrency = concurrency;
+        }
+        config.requests_per_minute = raw.requests_per_minute;
+        if let Some(timeout) = raw.timeout {
+            config.timeout = std::time::Duration::from_secs_f64(timeout);
+        }
+        if let Some(retries) = raw.retries {
+            config.retries = retries;
+        }
+        config.headers = raw.headers.clone();
+        config.query = raw.query.clone();
+        config.prices = raw.prices.as_ref().map(|p| Prices {
+            input: p.input,
+            output: p.output,
+        });
+        Ok(Some(config))
+    }
+
     pub fn workspace(&self) -> DiskWorkspace {
         DiskWorkspace::new(&self.root)
     }

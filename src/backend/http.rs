@@ -119,10 +119,7 @@ fn snippet(bytes: &[u8], key: Option<&str>) -> String {
 impl Http {
     pub fn new(cfg: BackendConfig, wire: Box<dyn Wire>) -> Result<Self, BackendError> {
         cfg.validate()?;
-        // reqwest is built without a default crypto provider (aws-lc needs a C toolchain and
-        // cmake); without one installed, building the client panics. A second install fails
-        // harmlessly when another part of the program already installed one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        super::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .user_agent(concat!("promptdeck/", env!("CARGO_PKG_VERSION")));

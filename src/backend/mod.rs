@@ -40,6 +40,13 @@ pub use types::{
     ChatRequest, Chunk, Completion, Done, FinishReason, Message, Parameters, Role, Usage,
 };
 
+/// Installs rustls' ring provider. reqwest is built without a default crypto provider (aws-lc
+/// needs a C toolchain and cmake); without one installed, building a client panics. A second
+/// install fails harmlessly, so every place that builds a client may call this.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A chat backend as built by [`build`].
 pub trait Backend: Send + Sync {
     fn name(&self) -> &str;

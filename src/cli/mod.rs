@@ -8,6 +8,7 @@ pub mod check;
 pub mod diff;
 pub mod init;
 pub mod render;
+pub mod run;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +104,14 @@ Problems are printed as `file:line:col: error: message`; exit 0 when clean, 2 ot
         /// Files or folders under prompts/ (default: all of prompts/).
         paths: Vec<PathBuf>,
     },
+    /// Run one case of a prompt on a backend, streaming the answer to stdout; the run is stored.
+    #[command(after_help = "Examples:
+  promptdeck run cot/math --case apples                 on the prompt's backend (default: local)
+  promptdeck run cot/math --case-index 2 --backend gpt-4o-mini --temperature 0.7 --seed 7
+  promptdeck run hello --var question='Why is the sky blue?' > answer.txt
+
+The answer goes to stdout; the run id, timings, tokens and cost go to stderr.")]
+    Run(RunCommand),
     /// Snapshot a prompt, its tests file and the partials it uses as an immutable version.
     #[command(
         after_help = "Examples:\n  promptdeck commit cot/math -m \"state the unit in the answer\"\n\nCommitting unchanged content creates nothing and names the existing version."
@@ -196,6 +205,33 @@ Problems are printed as `file:line:col: error: message`; exit 0 when clean, 2 ot
         after_help = "Examples:\n  promptdeck completions bash > ~/.local/share/bash-completion/completions/promptdeck\n  promptdeck completions zsh > \"${fpath[1]}/_promptdeck\"\n  promptdeck completions fish > ~/.config/fish/completions/promptdeck.fish"
     )]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+pub struct RunCommand {
+    /// A .prompty file, or its name under prompts/ (`cot/math`).
+    pub prompt: String,
+    /// The test case to run, by its description (default: the prompt's `sample`).
+    #[arg(long, conflicts_with = "case_index")]
+    pub case: Option<String>,
+    /// The test case to run, by its 1-based position in the tests file.
+    #[arg(long, value_name = "N")]
+    pub case_index: Option<usize>,
+    /// Set a variable; repeat for several.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// A backend from promptdeck.toml (default: the prompt's `model.backend`, then `defaults.backend`).
+    #[arg(long)]
+    pub backend: Option<String>,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+    /// Do not read or write the response cache.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +340,21 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
         Command::Check { paths } => {
             let project = Project::discover(&cwd, cli.project.as_deref())?;
             check::run(&project, &cwd, &paths)
+        }
+        Command::Run(command) => {
+            let project = Project::discover(&cwd, cli.project.as_deref())?;
+            let args = run::RunArgs {
+                prompt: command.prompt,
+                case: command.case,
+                case_index: command.case_index,
+                vars: command.vars,
+                backend: command.backend,
+                temperature: command.temperature,
+                seed: command.seed,
+                max_tokens: command.max_tokens,
+                no_cache: command.no_cache,
+            };
+            run::run(&project, &cwd, &args)
         }
         Command::Commit { prompt, message } => versions::commit(
             &Project::discover(&cwd, cli.project.as_deref())?,

@@ -16,7 +16,7 @@ pub fn run(project: &Project, cwd: &Path, args: &RenderArgs) -> Result<Exit, Cli
         .map_err(CliError::Usage)?;
     let (unit, warnings) = library::load_unit(project, &file).map_err(CliError::Diagnostics)?;
     print_diagnostics(&warnings, cwd);
-    let case = select_case(&unit, args)?;
+    let case = select_case(&unit, args.case.as_deref(), args.case_index)?;
     let overrides = parse_overrides(&unit.prompt, &args.vars)?;
     let rendered = library::render_case(project, &unit, case, &overrides)
         .map_err(|d| CliError::Diagnostics(vec![d]))?;
@@ -53,11 +53,13 @@ pub fn format_text(messages: &[crate::prompt::Message]) -> String {
     out
 }
 
-fn select_case<'a>(
+/// The case chosen by `--case NAME` or `--case-index N` (1-based); `None` when neither is given.
+pub fn select_case<'a>(
     unit: &'a PromptUnit,
-    args: &RenderArgs,
+    case: Option<&str>,
+    case_index: Option<usize>,
 ) -> Result<Option<&'a TestCase>, CliError> {
-    if args.case.is_none() && args.case_index.is_none() {
+    if case.is_none() && case_index.is_none() {
         return Ok(None);
     }
     let cases = unit.suite.as_ref().map_or(&[][..], |s| s.cases.as_slice());
@@ -75,7 +77,7 @@ fn select_case<'a>(
             .collect::<Vec<_>>()
             .join("\n")
     };
-    if let Some(index) = args.case_index {
+    if let Some(index) = case_index {
         return cases
             .iter()
             .find(|c| c.index == index)
@@ -89,7 +91,7 @@ fn select_case<'a>(
                 ))
             });
     }
-    let wanted = args.case.as_deref().unwrap_or_default();
+    let wanted = case.unwrap_or_default();
     cases
         .iter()
         .find(|c| c.name() == wanted)

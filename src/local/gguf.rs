@@ -1,0 +1,369 @@
+//! GGUF file access: opens a model file, validates it before any weight is read, and
+//! extracts what the rest of the engine needs (architecture, context length, chat template,
+//! tokenizer vocabulary, quantization). Owns the mapping from GGUF metadata keys to typed data.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::GgmlDType;
+use candle_core::quantized::gguf_file::{Content, Value};
+
+/// Errors raised while opening or interpreting a GGUF file.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("{path}: cannot open model file: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid GGUF file (corrupt or truncated header): {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{path}: file is truncated: tensor `{tensor}` ends at byte {needed} but the file has {size} bytes"
+    )]
+    Truncated {
+        path: PathBuf,
+        tensor: String,
+        needed: u64,
+        size: u64,
+    },
+    #[error("{path}: unsupported model architecture `{architecture}` (supported: {supported})")]
+    UnsupportedArchitecture {
+        path: PathBuf,
+        architecture: String,
+        supported: String,
+    },
+    #[error("{path}: metadata key `{key}` is missing")]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{path}: metadata key `{key}` has an unexpected type (expected {expected})")]
+    WrongType {
+        path: PathBuf,
+        key: String,
+        expected: &'static str,
+    },
+}
+
+/// Model families the engine can run. Dispatch on this, never on the raw string, so adding a
+/// family is one variant plus one arm in the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+    Gemma3,
+}
+
+impl Architecture {
+    pub const SUPPORTED: &'static [&'static str] = &["llama", "qwen2", "gemma3"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Self::Llama),
+            "qwen2" => Some(Self::Qwen2),
+            "gemma3" => Some(Self::Gemma3),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// A user-facing description of a model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub file_size: u64,
+    pub architecture: Architecture,
+    pub name: Option<String>,
+    /// Dominant weight type by bytes, e.g. `Q4_1`.
+    pub quantization: String,
+    pub parameter_count: u64,
+    /// Context length declared by the file (`{arch}.context_length`).
+    pub context_length: usize,
+    pub has_chat_template: bool,
+}
+
+/// Everything a tokenizer is built from, copied out of the metadata.
+#[derive(Debug, Clone, Default)]
+pub struct TokenizerData {
+    /// `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece-style).
+    pub model: String,
+    /// `tokenizer.ggml.pre`: the pre-tokenizer profile; absent on SentencePiece models.
+    pub pre: Option<String>,
+    pub tokens: Vec<String>,
+    pub merges: Vec<String>,
+    pub scores: Vec<f32>,
+    pub token_types: Vec<i32>,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    pub unknown_id: Option<u32>,
+    pub add_bos: Option<bool>,
+    pub add_eos: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix` (SentencePiece models).
+    pub add_space_prefix: Option<bool>,
+}
+
+/// An opened, validated GGUF file: header parsed, tensor extents checked against the file size.
+#[derive(Debug)]
+pub struct GgufModel {
+    pub info: ModelInfo,
+    pub content: Content,
+    pub chat_template: Option<String>,
+}
+
+impl GgufModel {
+    /// Reads the header and metadata (not the weights) and checks that every tensor lies within
+    /// the file, so a truncated download is reported here rather than halfway through loading.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
+        let path = path.as_ref().to_path_buf();
+        let io_err = |source| GgufError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(io_err)?;
+        let mut reader = BufReader::new(file);
+        let file_size = reader.seek(SeekFrom::End(0)).map_err(io_err)?;
+        reader.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let content = Content::read(&mut reader).map_err(|e| GgufError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+
+        let mut parameter_count = 0u64;
+        let mut bytes_by_type: HashMap<GgmlDType, u64> = HashMap::new();
+        for (name, ti) in &content.tensor_infos {
+            let elems = ti.shape.elem_count() as u64;
+            let block = ti.ggml_dtype.block_size() as u64;
+            let bytes = elems.div_ceil(block.max(1)) * ti.ggml_dtype.type_size() as u64;
+            let needed = content
+                .tensor_data_offset
+                .saturating_add(ti.offset)
+                .saturating_add(bytes);
+            if needed > file_size {
+                return Err(GgufError::Truncated {
+                    path,
+                    tensor: name.clone(),
+                    needed,
+                    size: file_size,
+                });
+            }
+            parameter_count += elems;
+            // Norms and biases are F32 in every quantized file; only matrices say what the
+            // quantization is.
+            if ti.shape.rank() >= 2 {
+                *bytes_by_type.entry(ti.ggml_dtype).or_default() += bytes;
+            }
+        }
+        let quantization = bytes_by_type
+            .iter()
+            .max_by_key(|(_, b)| **b)
+            .map(|(t, _)| format!("{t:?}"))
+            .unwrap_or_else(|| "none".to_string());
+
+        let md = Metadata {
+            path: &path,
+            map: &content.metadata,
+        };
+        let arch_name = md.string("general.architecture")?;
+        let architecture =
+            Architecture::parse(&arch_name).ok_or_else(|| GgufError::UnsupportedArchitecture {
+                path: path.clone(),
+                architecture: arch_name.clone(),
+                supported: Architecture::SUPPORTED.join(", "),
+            })?;
+        let context_length = md.u64(&format!("{arch_name}.context_length"))? as usize;
+        let chat_template = md.opt_string("tokenizer.chat_template")?;
+        let name = md.opt_string("general.name")?;
+        let info = ModelInfo {
+            path: path.clone(),
+            file_size,
+            architecture,
+            name,
+            quantization,
+            parameter_count,
+            context_length,
+            has_chat_template: chat_template.is_some(),
+        };
+        Ok(Self {
+            info,
+            content,
+            chat_template,
+        })
+    }
+
+    pub fn metadata(&self) -> Metadata<'_> {
+        Metadata {
+            path: &self.info.path,
+            map: &self.content.metadata,
+        }
+    }
+
+    /// Copies the tokenizer section of the metadata.
+    pub fn tokenizer_data(&self) -> Result<TokenizerData, GgufError> {
+        let md = self.metadata();
+        Ok(TokenizerData {
+            model: md.string("tokenizer.ggml.model")?,
+            pre: md.opt_string("tokenizer.ggml.pre")?,
+            tokens: md.string_array("tokenizer.ggml.tokens")?,
+            merges: md
+                .opt_string_array("tokenizer.ggml.merges")?
+                .unwrap_or_default(),
+            scores: md
+                .opt_f32_array("tokenizer.ggml.scores")?
+                .unwrap_or_default(),
+            token_types: md
+                .opt_i32_array("tokenizer.ggml.token_type")?
+                .unwrap_or_default(),
+            bos_id: md.opt_u32("tokenizer.ggml.bos_token_id")?,
+            eos_id: md.opt_u32("tokenizer.ggml.eos_token_id")?,
+            unknown_id: md.opt_u32("tokenizer.ggml.unknown_token_id")?,
+            add_bos: md.opt_bool("tokenizer.ggml.add_bos_token")?,
+            add_eos: md.opt_bool("tokenizer.ggml.add_eos_token")?,
+            add_space_prefix: md.opt_bool("tokenizer.ggml.add_space_prefix")?,
+        })
+    }
+}
+
+/// Typed, error-reporting view of the metadata map.
+#[derive(Clone, Copy)]
+pub struct Metadata<'a> {
+    path: &'a Path,
+    map: &'a HashMap<String, Value>,
+}
+
+impl Metadata<'_> {
+    fn missing(&self, key: &str) -> GgufError {
+        GgufError::MissingKey {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+        }
+    }
+
+    fn wrong(&self, key: &str, expected: &'static str) -> GgufError {
+        GgufError::WrongType {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            expected,
+        }
+    }
+
+    pub fn string(&self, key: &str) -> Result<String, GgufError> {
+        self.opt_string(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_string(&self, key: &str) -> Result<Option<String>, GgufError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.wrong(key, "string")),
+        }
+    }
+
+    /// Any unsigned or non-negative signed integer, since writers disagree on widths.
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
+        let v = match self.map.get(key) {
+            None => return Ok(None),
+            Some(v) => v,
+        };
+        let n: Option<u64> = match v {
+            Value::U8(n) => Some(u64::from(*n)),
+            Value::U16(n) => Some(u64::from(*n)),
+            Value::U32(n) => Some(u64::from(*n)),
+            Value::U64(n) => Some(*n),
+            Value::I8(n) => u64::try_from(*n).ok(),
+            Value::I16(n) => u64::try_from(*n).ok(),
+            Value::I32(n) => u64::try_from(*n).ok(),
+            Value::I64(n) => u64::try_from(*n).ok(),
+            _ => None,
+        };
+        n.map(Some)
+            .ok_or_else(|| self.wrong(key, "non-negative integer"))
+    }
+
+    pub fn u64(&self, key: &str) -> Result<u64, GgufError> {
+        self.opt_u64(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>, GgufError> {
+        match self.opt_u64(key)? {
+            None => Ok(None),
+            Some(n) => u32::try_from(n)
+                .map(Some)
+                .map_err(|_| self.wrong(key, "32-bit integer")),
+        }
+    }
+
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.wrong(key, "bool")),
+        }
+    }
+
+    fn opt_array(&self, key: &str) -> Result<Option<&Vec<Value>>, GgufError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(Value::Array(a)) => Ok(Some(a)),
+            Some(_) => Err(self.wrong(key, "array")),
+        }
+    }
+
+    pub fn string_array(&self, key: &str) -> Result<Vec<String>, GgufError> {
+        self.opt_string_array(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_string_array(&self, key: &str) -> Result<Option<Vec<String>>, GgufError> {
+        let Some(items) = self.opt_array(key)? else {
+            return Ok(None);
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(self.wrong(key, "array of strings")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    pub fn opt_f32_array(&self, key: &str) -> Result<Option<Vec<f32>>, GgufError> {
+        let Some(items) = self.opt_array(key)? else {
+            return Ok(None);
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                Value::F32(x) => Ok(*x),
+                Value::F64(x) => Ok(*x as f32),
+                _ => Err(self.wrong(key, "array of floats")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    pub fn opt_i32_array(&self, key: &str) -> Result<Option<Vec<i32>>, GgufError> {
+        let Some(items) = self.opt_array(key)? else {
+            return Ok(None);
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                Value::I32(x) => Ok(*x),
+                Value::U32(x) => i32::try_from(*x).map_err(|_| self.wrong(key, "i32")),
+                Value::I8(x) => Ok(i32::from(*x)),
+                Value::U8(x) => Ok(i32::from(*x)),
+                _ => Err(self.wrong(key, "array of integers")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
