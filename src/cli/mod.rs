@@ -7,8 +7,10 @@ pub mod bench;
 pub mod check;
 pub mod diff;
 pub mod init;
+pub mod local;
 pub mod render;
 pub mod run;
+pub mod serve;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
@@ -91,7 +93,8 @@ pub enum Command {
   promptdeck render cot/math                       render with the prompt's `sample` variables
   promptdeck render cot/math --case apples         render the test case described \"apples\"
   promptdeck render prompts/cot/math.prompty --case-index 2 --format json
-  promptdeck render classify/zero-shot --var text='Great service!'")]
+  promptdeck render classify/zero-shot --var text='Great service!'
+  promptdeck render cot/math --case apples --backend local --format model   the text the model reads")]
     Render(RenderArgs),
     /// Parse every prompt and tests file, render every case, and report all problems.
     #[command(after_help = "Examples:
@@ -112,6 +115,48 @@ Problems are printed as `file:line:col: error: message`; exit 0 when clean, 2 ot
 
 The answer goes to stdout; the run id, timings, tokens and cost go to stderr.")]
     Run(RunCommand),
+    /// Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models) over a backend.
+    #[command(after_help = "Examples:
+  promptdeck serve                                  the embedded local model on 127.0.0.1:8080
+  promptdeck serve --port 9000 --backend gpt-4o-mini
+  curl -s localhost:8080/v1/chat/completions -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'
+
+Clients choose a configured backend by name in `model`; any other name gets the default.
+Binds loopback unless --host says otherwise; there is no authentication.")]
+    Serve {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port to listen on; 0 picks a free one (printed on stderr).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The backend served by default (default: `defaults.backend`).
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// List configured backends and the local models found, with their details.
+    #[command(after_help = "Examples:
+  promptdeck models
+  promptdeck models --format json
+  promptdeck models --remote        also ask each API backend which models its key can use")]
+    Models {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Query each API backend's model list (needs its key).
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Show how the local model tokenizes a text: ids and pieces.
+    #[command(after_help = "Examples:
+  promptdeck tokenize 'Hello, world!'
+  promptdeck tokenize --format json \"$(cat prompt.txt)\"")]
+    Tokenize {
+        text: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// A GGUF file (default: the embedded model).
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+    },
     /// Snapshot a prompt, its tests file and the partials it uses as an immutable version.
     #[command(
         after_help = "Examples:\n  promptdeck commit cot/math -m \"state the unit in the answer\"\n\nCommitting unchanged content creates nothing and names the existing version."
@@ -284,6 +329,8 @@ pub enum RenderFormat {
     Text,
     /// `{"messages":[{"role","content"}],"parameters":{...},"backend":"..."}`.
     Json,
+    /// The exact text the local model reads: messages through the GGUF's chat template.
+    Model,
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +347,9 @@ pub struct RenderArgs {
     /// take JSON (`--var n=3`, `--var 'items=["a","b"]'`).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
+    /// The backend to render for (default: the prompt's `model.backend`, then `defaults.backend`).
+    #[arg(long)]
+    pub backend: Option<String>,
     #[arg(long, value_enum, default_value_t = RenderFormat::Text)]
     pub format: RenderFormat,
 }
@@ -340,6 +390,31 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
         Command::Check { paths } => {
             let project = Project::discover(&cwd, cli.project.as_deref())?;
             check::run(&project, &cwd, &paths)
+        }
+        Command::Serve {
+            host,
+            port,
+            backend,
+        } => {
+            let project = Project::discover(&cwd, cli.project.as_deref())?;
+            serve::run(&project, &host, port, backend.as_deref())
+        }
+        Command::Models { format, remote } => {
+            let project = Project::discover(&cwd, cli.project.as_deref())?;
+            local::models(&project, format, remote)
+        }
+        Command::Tokenize {
+            text,
+            format,
+            model,
+        } => {
+            let project = Project::discover(&cwd, cli.project.as_deref()).ok();
+            local::tokenize(
+                project.as_ref(),
+                &text,
+                format,
+                model.map(|m| cwd.join(m)).as_deref(),
+            )
         }
         Command::Run(command) => {
             let project = Project::discover(&cwd, cli.project.as_deref())?;

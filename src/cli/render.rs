@@ -21,13 +21,39 @@ pub fn run(project: &Project, cwd: &Path, args: &RenderArgs) -> Result<Exit, Cli
     let rendered = library::render_case(project, &unit, case, &overrides)
         .map_err(|d| CliError::Diagnostics(vec![d]))?;
     print_diagnostics(&rendered.warnings, cwd);
+    let backend = args.backend.clone().unwrap_or(rendered.backend.clone());
+    if !project.config.backends.contains_key(&backend) {
+        return Err(CliError::Usage(format!(
+            "no backend `{backend}` in promptdeck.toml"
+        )));
+    }
     match args.format {
+        RenderFormat::Model => {
+            if project
+                .api_backend_config(&backend)
+                .map_err(CliError::Usage)?
+                .is_some()
+            {
+                return Err(CliError::Usage(format!(
+                    "`--format model` shows the local model's input; `{backend}` is an API backend, which receives the messages (`--format json`)"
+                )));
+            }
+            let (path, _) = super::local::local_model_path(Some(project), Some(&backend))?;
+            let inspector = crate::local::inspect::Inspector::open(&path)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            print!(
+                "{}",
+                inspector
+                    .chat_text(&rendered.messages)
+                    .map_err(CliError::Usage)?
+            );
+        }
         RenderFormat::Text => print!("{}", format_text(&rendered.messages)),
         RenderFormat::Json => {
             let out = json!({
                 "messages": rendered.messages,
                 "parameters": rendered.parameters,
-                "backend": rendered.backend,
+                "backend": backend,
             });
             println!(
                 "{}",

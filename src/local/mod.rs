@@ -8,6 +8,7 @@ pub mod backend;
 pub mod chat_template;
 pub mod engine;
 pub mod gguf;
+pub mod inspect;
 pub mod models;
 pub mod sampling;
 pub mod stop;
