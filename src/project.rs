@@ -149,6 +149,10 @@ pub struct RawBackend {
     pub timeout: Option<f64>,
     /// Attempts after the first on 429, 5xx and connection errors.
     pub retries: Option<u32>,
+    /// Seconds all attempts of one request may take together, waits included (default 120).
+    pub max_retry_time: Option<f64>,
+    /// Seconds to wait for a connection (default 10).
+    pub connect_timeout: Option<f64>,
     /// Extra HTTP headers (for Azure-style deployments or gateways).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -252,6 +256,8 @@ impl Config {
                 requests_per_minute: None,
                 timeout: None,
                 retries: None,
+                max_retry_time: None,
+                connect_timeout: None,
                 headers: BTreeMap::new(),
                 query: BTreeMap::new(),
                 prices: None,
@@ -308,11 +314,17 @@ impl Config {
                     ),
                 );
             }
-            if backend.timeout.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-                return fail(
-                    &table,
-                    format!("backends.{name}.timeout must be a positive number of seconds"),
-                );
+            for (key, value) in [
+                ("timeout", backend.timeout),
+                ("max_retry_time", backend.max_retry_time),
+                ("connect_timeout", backend.connect_timeout),
+            ] {
+                if value.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+                    return fail(
+                        &table,
+                        format!("backends.{name}.{key} must be a positive number of seconds"),
+                    );
+                }
             }
             if let Some(prices) = &backend.prices {
                 if prices.input < 0.0 || prices.output < 0.0 {
@@ -492,6 +504,12 @@ impl Project {
         }
         if let Some(retries) = raw.retries {
             config.retries = retries;
+        }
+        if let Some(seconds) = raw.max_retry_time {
+            config.max_retry_time = std::time::Duration::from_secs_f64(seconds);
+        }
+        if let Some(seconds) = raw.connect_timeout {
+            config.connect_timeout = std::time::Duration::from_secs_f64(seconds);
         }
         config.headers = raw.headers.clone();
         config.query = raw.query.clone();

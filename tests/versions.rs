@@ -415,7 +415,7 @@ fn runs_show_and_pass_rates_from_stored_results() {
     assert!(history.trim_end().ends_with("pass 3/4 (75%)"), "{history}");
     let runs = ok(&p, &["runs", "cot/math"]);
     assert!(
-        runs.contains("local/SmolLM2-135M-Instruct  complete  4 results, 3/4 passed"),
+        runs.contains("local/SmolLM2-135M-Instruct  complete  4 results, 3/4 passed, $0.000000"),
         "{runs}"
     );
     let shown = ok(&p, &["show", &run_id[..12]]);

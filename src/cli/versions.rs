@@ -480,12 +480,14 @@ pub fn runs(
         let results = store.results(run.id)?;
         let judged = results.iter().filter(|r| r.passed.is_some()).count();
         let passed = results.iter().filter(|r| r.passed == Some(true)).count();
-        rows.push((run, results.len(), passed, judged));
+        // A cached answer reports what it cost when generated; only fresh ones were spent now.
+        let cost: f64 = results.iter().filter(|r| !r.cached).map(|r| r.cost).sum();
+        rows.push((run, results.len(), passed, judged, cost));
     }
     if format == OutputFormat::Json {
         let list: Vec<_> = rows
             .iter()
-            .map(|(run, count, passed, judged)| {
+            .map(|(run, count, passed, judged, cost)| {
                 json!({
                     "id": run.id.to_string(),
                     "prompt": run.prompt,
@@ -498,6 +500,7 @@ pub fn runs(
                     "results": count,
                     "passed": passed,
                     "judged": judged,
+                    "cost": cost,
                 })
             })
             .collect();
@@ -510,9 +513,9 @@ pub fn runs(
     if rows.is_empty() {
         eprintln!("no runs yet");
     }
-    for (run, count, passed, judged) in rows {
+    for (run, count, passed, judged, cost) in rows {
         println!(
-            "{}  {}  {}  {}  {}/{}  {}  {count} results, {passed}/{judged} passed",
+            "{}  {}  {}  {}  {}/{}  {}  {count} results, {passed}/{judged} passed, ${cost:.6}",
             store.short_run_id(run.id),
             short_time(run.started_at),
             run.prompt,
