@@ -7,6 +7,13 @@ use promptdeck::cli::{self, Cli, CliError, Exit};
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
+    // SAFETY: first thing in main, before any thread exists. candle sizes its quantized-matmul
+    // pool once per process from the environment; its busy-waiting collapses when a second
+    // thread competes with other work, so the default is promptdeck's measured choice
+    // (CANDLE_NUM_THREADS, when set, still wins).
+    unsafe {
+        promptdeck::local::configure_process_threads(promptdeck::local::engine::default_threads())
+    };
     let cli = Cli::parse();
     let cwd = std::env::current_dir().unwrap_or_default();
     match cli::dispatch(cli) {

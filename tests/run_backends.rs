@@ -565,7 +565,8 @@ fn unauthorized_fails_the_run(provider: Provider) {
 fn missing_key_is_named(provider: Provider) {
     let fixture = Fixture::new(&[provider]);
     let run = fixture.run_case(provider, None, &[]);
-    assert_ne!(run.code, 0, "{run:?}");
+    // A configuration error: exit 2, and no run is recorded.
+    assert_eq!(run.code, 2, "{run:?}");
     assert_eq!(run.stdout, "");
     assert!(
         run.stderr.contains(&format!(

@@ -217,3 +217,83 @@ fn sample_result(case: u32) -> CaseResult {
         passed: Some(case % 5 != 0),
     }
 }
+
+pub struct LocalBenchArgs {
+    pub prompt_tokens: usize,
+    pub tokens: usize,
+    pub threads: Option<usize>,
+    pub model: Option<std::path::PathBuf>,
+}
+
+/// Peak resident memory of this process, from /proc (Linux only).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// `promptdeck bench local`: load time, prefill and decode speed, time to first token and peak
+/// memory of the local engine, in both weight layouts.
+pub fn local(
+    project: Option<&crate::project::Project>,
+    args: &LocalBenchArgs,
+) -> Result<Exit, CliError> {
+    use crate::local::{Engine, EngineConfig, GenerateRequest, Prompt};
+    let path = match &args.model {
+        Some(path) => path.clone(),
+        None => super::local::local_model_path(project, None)?.0,
+    };
+    let story =
+        "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle. ";
+    println!(
+        "local engine benchmark: {} ({} prompt tokens, {} generated, matmul threads {})",
+        path.display(),
+        args.prompt_tokens,
+        args.tokens,
+        crate::local::matmul_threads()
+    );
+    for exact in [false, true] {
+        let mut config = EngineConfig {
+            exact,
+            ..EngineConfig::default()
+        };
+        if let Some(threads) = args.threads {
+            config.threads = threads;
+        }
+        let mut engine =
+            Engine::load(&path, &config).map_err(|e| CliError::Usage(e.to_string()))?;
+        let load_ms = ms(engine.load_time());
+        let text = story.repeat(args.prompt_tokens / 8 + 1);
+        let ids = engine
+            .prompt_tokens(&Prompt::Text(text))
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let prompt: Vec<u32> = ids.into_iter().take(args.prompt_tokens.max(1)).collect();
+        let request = GenerateRequest::new(Prompt::Tokens(prompt), args.tokens);
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        // The first generation warms caches and allocators; the second is the measurement.
+        engine
+            .generate(&request, &cancel, |_| {})
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let done = engine
+            .generate(&request, &cancel, |_| {})
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let t = done.timings;
+        println!(
+            "{:<28} load {load_ms:>6.0} ms  prefill {:>6.1} tok/s  decode {:>6.1} tok/s ({} tokens)  first token {:>6.0} ms",
+            if exact {
+                "Q4_1 as stored (exact)"
+            } else {
+                "Q4_1 repacked to Q8_0"
+            },
+            t.prefill_tokens_per_s,
+            t.decode_tokens_per_s,
+            done.usage.completion_tokens,
+            t.time_to_first_token_ms
+        );
+    }
+    if let Some(peak) = peak_rss_mb() {
+        println!("peak memory {peak:.0} MB");
+    }
+    Ok(Exit::Ok)
+}

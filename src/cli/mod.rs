@@ -297,6 +297,22 @@ pub enum LabelCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Load time, prefill and decode tok/s, time to first token and peak memory of the local model.
+    #[command(
+        after_help = "Example:\n  promptdeck bench local --prompt-tokens 128 --tokens 64\n\nRuns both weight layouts (Q8_0 repack and exact Q4_1). CANDLE_NUM_THREADS sets the matmul threads."
+    )]
+    Local {
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 64)]
+        tokens: usize,
+        /// Threads of the engine's own pool.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// A GGUF file (default: the embedded model).
+        #[arg(long, value_name = "PATH")]
+        model: Option<PathBuf>,
+    },
     /// Fill a scratch store and time history and show; report size against the raw payload.
     #[command(after_help = "Example:\n  promptdeck bench store --versions 10000 --outputs 100000")]
     Store {
@@ -509,6 +525,21 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
                 cwd.join(file)
             };
             versions::import(&Project::discover(&cwd, cli.project.as_deref())?, &file)
+        }
+        Command::Bench(BenchCommand::Local {
+            prompt_tokens,
+            tokens,
+            threads,
+            model,
+        }) => {
+            let project = Project::discover(&cwd, cli.project.as_deref()).ok();
+            let args = bench::LocalBenchArgs {
+                prompt_tokens,
+                tokens,
+                threads,
+                model: model.map(|m| cwd.join(m)),
+            };
+            bench::local(project.as_ref(), &args)
         }
         Command::Bench(BenchCommand::Store {
             versions,

@@ -38,6 +38,18 @@ pub struct OpenBackend {
 pub fn open_backend(project: &Project, name: &str) -> Result<OpenBackend, CliError> {
     match project.api_backend_config(name).map_err(CliError::Usage)? {
         Some(config) => {
+            // A missing key is a configuration error (exit 2), found before a run is recorded.
+            let key_env = config.api_key_env();
+            let key_missing = std::env::var(key_env)
+                .ok()
+                .is_none_or(|key| key.trim().is_empty());
+            // OpenAI-compatible servers on this machine (Ollama, llama.cpp) may need no key.
+            let keyless = config.kind == crate::backend::Kind::OpenAi && config.is_loopback();
+            if key_missing && !keyless {
+                return Err(CliError::Usage(format!(
+                    "backend {name}: the environment variable {key_env} is not set or empty; it must hold the API key"
+                )));
+            }
             let model = config.model.clone();
             let backend = crate::backend::build(&config, Some(project.cache_dir()))
                 .map_err(|e| CliError::Usage(format!("backend {name}: {e}")))?;

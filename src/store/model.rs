@@ -97,9 +97,10 @@ pub struct LabelLogEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunId(pub u64);
 
-/// Minimum length of a displayed short run id. The first 8 hex digits change
-/// every ~18 hours, so short run ids are usually 9-12 digits long.
-pub const MIN_SHORT_RUN: usize = 8;
+/// Minimum length of a displayed short run id: the 12 hex digits of the start millisecond, so an
+/// id printed when a run starts stays unique when later runs begin (8 digits would only change
+/// every ~65 s and become ambiguous as soon as another run started within that minute).
+pub const MIN_SHORT_RUN: usize = 12;
 
 impl RunId {
     /// The first id that can be issued at `ms`.
