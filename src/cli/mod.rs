@@ -434,18 +434,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
         }
         Command::Run(command) => {
             let project = Project::discover(&cwd, cli.project.as_deref())?;
-            let args = run::RunArgs {
-                prompt: command.prompt,
-                case: command.case,
-                case_index: command.case_index,
-                vars: command.vars,
-                backend: command.backend,
-                temperature: command.temperature,
-                seed: command.seed,
-                max_tokens: command.max_tokens,
-                no_cache: command.no_cache,
-            };
-            run::run(&project, &cwd, &args)
+            run::run(&project, &cwd, &command)
         }
         Command::Commit { prompt, message } => versions::commit(
             &Project::discover(&cwd, cli.project.as_deref())?,

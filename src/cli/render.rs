@@ -10,17 +10,65 @@ use crate::project::Project;
 use crate::prompt::{InputType, PromptFile};
 use crate::suite::TestCase;
 
-pub fn run(project: &Project, cwd: &Path, args: &RenderArgs) -> Result<Exit, CliError> {
+/// A prompt unit with one case rendered: what `render` prints and `run` sends.
+pub struct PreparedCase {
+    /// The library file name (`cot/math.prompty`).
+    pub file: String,
+    pub unit: PromptUnit,
+    /// Position of the selected case in the tests file's cases; `None` renders the sample.
+    case_position: Option<usize>,
+    pub rendered: library::RenderedCase,
+}
+
+impl PreparedCase {
+    pub fn case(&self) -> Option<&TestCase> {
+        let cases = &self.unit.suite.as_ref()?.cases;
+        cases.get(self.case_position?)
+    }
+}
+
+/// Resolves PROMPT, loads its unit, selects the case and renders it, printing warnings.
+pub fn prepare(
+    project: &Project,
+    cwd: &Path,
+    prompt: &str,
+    case: Option<&str>,
+    case_index: Option<usize>,
+    vars: &[String],
+) -> Result<PreparedCase, CliError> {
     let file = project
-        .resolve_prompt(&args.prompt, cwd)
+        .resolve_prompt(prompt, cwd)
         .map_err(CliError::Usage)?;
     let (unit, warnings) = library::load_unit(project, &file).map_err(CliError::Diagnostics)?;
     print_diagnostics(&warnings, cwd);
-    let case = select_case(&unit, args.case.as_deref(), args.case_index)?;
-    let overrides = parse_overrides(&unit.prompt, &args.vars)?;
-    let rendered = library::render_case(project, &unit, case, &overrides)
+    let selected = select_case(&unit, case, case_index)?;
+    let overrides = parse_overrides(&unit.prompt, vars)?;
+    let rendered = library::render_case(project, &unit, selected, &overrides)
         .map_err(|d| CliError::Diagnostics(vec![d]))?;
     print_diagnostics(&rendered.warnings, cwd);
+    let case_position = selected.and_then(|c| {
+        unit.suite
+            .as_ref()
+            .and_then(|s| s.cases.iter().position(|x| x.index == c.index))
+    });
+    Ok(PreparedCase {
+        file,
+        unit,
+        case_position,
+        rendered,
+    })
+}
+
+pub fn run(project: &Project, cwd: &Path, args: &RenderArgs) -> Result<Exit, CliError> {
+    let prepared = prepare(
+        project,
+        cwd,
+        &args.prompt,
+        args.case.as_deref(),
+        args.case_index,
+        &args.vars,
+    )?;
+    let rendered = &prepared.rendered;
     let backend = args.backend.clone().unwrap_or(rendered.backend.clone());
     if !project.config.backends.contains_key(&backend) {
         return Err(CliError::Usage(format!(

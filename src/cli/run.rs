@@ -8,25 +8,12 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::render::{parse_overrides, select_case};
-use super::{CliError, Exit, print_diagnostics};
+use super::render::prepare;
+use super::{CliError, Exit, RunCommand};
 use crate::backend::{Backend, BackendError, ChatRequest, Chunk, Parameters};
 use crate::library;
 use crate::project::Project;
 use crate::store::{self, CaseResult, RunMeta, RunStatus, Store, TokenUsage};
-
-#[derive(Debug, Clone, Default)]
-pub struct RunArgs {
-    pub prompt: String,
-    pub case: Option<String>,
-    pub case_index: Option<usize>,
-    pub vars: Vec<String>,
-    pub backend: Option<String>,
-    pub temperature: Option<f64>,
-    pub seed: Option<u64>,
-    pub max_tokens: Option<u32>,
-    pub no_cache: bool,
-}
 
 /// A backend ready to serve requests, and the model name to record.
 pub struct OpenBackend {
@@ -77,17 +64,21 @@ pub fn open_backend(project: &Project, name: &str) -> Result<OpenBackend, CliErr
     }
 }
 
-pub fn run(project: &Project, cwd: &Path, args: &RunArgs) -> Result<Exit, CliError> {
-    let file = project
-        .resolve_prompt(&args.prompt, cwd)
-        .map_err(CliError::Usage)?;
-    let (unit, warnings) = library::load_unit(project, &file).map_err(CliError::Diagnostics)?;
-    print_diagnostics(&warnings, cwd);
-    let case = select_case(&unit, args.case.as_deref(), args.case_index)?;
-    let overrides = parse_overrides(&unit.prompt, &args.vars)?;
-    let rendered = library::render_case(project, &unit, case, &overrides)
-        .map_err(|d| CliError::Diagnostics(vec![d]))?;
-    print_diagnostics(&rendered.warnings, cwd);
+pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, CliError> {
+    let prepared = prepare(
+        project,
+        cwd,
+        &args.prompt,
+        args.case.as_deref(),
+        args.case_index,
+        &args.vars,
+    )?;
+    let (file, unit, case, rendered) = (
+        &prepared.file,
+        &prepared.unit,
+        prepared.case(),
+        &prepared.rendered,
+    );
     let backend_name = args.backend.clone().unwrap_or(rendered.backend.clone());
     let parameters = rendered.parameters.overlay(&Parameters {
         temperature: args.temperature,
