@@ -489,8 +489,25 @@ fn successful_run_is_streamed_recorded_and_cached(provider: Provider) {
     assert_eq!(listed["model"], provider.model());
     assert_eq!(listed["prompt"], "ask");
     assert_eq!(listed["results"], 1);
+    // The case's assertion is checked against the streamed answer and the verdict stored.
+    assert!(
+        first.stderr.contains("case \"lyon\": PASS (score 1.00)"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("  pass contains: "),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(listed["passed"], 1, "{listed}");
 
     let shown = fixture.json(&["show", &id, "--format", "json"]);
+    assert_eq!(shown["results"][0]["passed"], true, "{shown:#}");
+    assert_eq!(
+        shown["results"][0]["assertions"][0]["assertion"], "contains",
+        "{shown:#}"
+    );
     assert_eq!(shown["run"]["status"], "complete", "{shown:#}");
     assert_eq!(shown["run"]["backend"], backend.as_str());
     let result = &shown["results"][0];

@@ -14,6 +14,7 @@ use crate::backend::{Backend, BackendError, ChatRequest, Chunk, Parameters};
 use crate::library;
 use crate::project::Project;
 use crate::store::{self, CaseResult, RunMeta, RunStatus, Store, TokenUsage};
+use crate::suite::evaluate::{AssertionResult, Observation, evaluate, judge_case};
 
 /// A backend ready to serve requests, and the model name to record.
 pub struct OpenBackend {
@@ -88,7 +89,7 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
     });
     let opened = open_backend(project, &backend_name)?;
 
-    let (snapshot, _) = library::unit_files(project, &file).map_err(CliError::Diagnostics)?;
+    let (snapshot, _) = library::unit_files(project, file).map_err(CliError::Diagnostics)?;
     let store = project.open_store()?;
     let version = store
         .commit(&snapshot, "run", &super::versions::author(project))?
@@ -148,6 +149,7 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
         assertions: Vec::new(),
         passed: None,
     };
+    let mut verdict_lines = Vec::new();
     let status = match &outcome.end {
         StreamEnd::Done(done) => {
             result.finish_reason = Some(format!("{:?}", done.finish_reason).to_lowercase());
@@ -159,6 +161,22 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
             result.cached = done.cached;
             for warning in &done.warnings {
                 eprintln!("warning: {warning}");
+            }
+            if let Some(case) = case {
+                let observation = Observation {
+                    output: &outcome.text,
+                    latency_ms: Some(outcome.latency_ms),
+                    cost: done.cost,
+                    votes: None,
+                };
+                let checked = check_assertions(case, &observation);
+                result.assertions = checked
+                    .results
+                    .iter()
+                    .filter_map(|r| serde_json::to_value(r).ok())
+                    .collect();
+                result.passed = checked.verdict;
+                verdict_lines = checked.lines;
             }
             RunStatus::Complete
         }
@@ -194,6 +212,9 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
                 result.cost,
                 result.finish_reason.as_deref().unwrap_or("stop"),
             );
+            for line in verdict_lines {
+                eprintln!("{line}");
+            }
             Ok(Exit::Ok)
         }
         StreamEnd::Failed(error) => {
@@ -272,5 +293,65 @@ async fn stream_to_stdout(backend: &dyn Backend, request: ChatRequest) -> Stream
         ttft_ms,
         latency_ms: elapsed(),
         end,
+    }
+}
+
+/// The case's assertions checked against one output, for `run`'s report and the store.
+struct CheckedCase {
+    results: Vec<AssertionResult>,
+    /// `None` when some assertion could not be judged here, so no partial verdict reaches the
+    /// pass rates in `history`.
+    verdict: Option<bool>,
+    lines: Vec<String>,
+}
+
+/// Assertions that need a judge model or several samples are left to `promptdeck test`.
+fn check_assertions(case: &crate::suite::TestCase, observation: &Observation<'_>) -> CheckedCase {
+    use crate::suite::AssertionKind::{LlmRubric, ModelGradedClosedqa, VotesAgree};
+    let (deferred, checkable): (Vec<_>, Vec<_>) = case
+        .assertions
+        .iter()
+        .partition(|a| matches!(a.kind, LlmRubric | ModelGradedClosedqa | VotesAgree));
+    let results: Vec<AssertionResult> = checkable
+        .iter()
+        .map(|a| evaluate(a, observation, None))
+        .collect();
+    let mut lines: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!(
+                "  {} {}: {}",
+                if r.pass { "pass" } else { "FAIL" },
+                r.assertion,
+                r.reason
+            )
+        })
+        .collect();
+    let verdict = judge_case(case.threshold, results.clone());
+    for a in &deferred {
+        lines.push(format!(
+            "  skip {}: needs a judge model or samples (promptdeck test)",
+            a.type_name()
+        ));
+    }
+    let summary = if deferred.is_empty() {
+        format!(
+            "case {}: {} (score {:.2})",
+            case.label(),
+            if verdict.pass { "PASS" } else { "FAIL" },
+            verdict.score
+        )
+    } else {
+        format!(
+            "case {}: no verdict ({} assertions left to promptdeck test)",
+            case.label(),
+            deferred.len()
+        )
+    };
+    lines.insert(0, summary);
+    CheckedCase {
+        results,
+        verdict: deferred.is_empty().then_some(verdict.pass),
+        lines,
     }
 }

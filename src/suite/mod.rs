@@ -6,6 +6,7 @@
 //! and `options` apply where a case sets none.
 
 pub mod assertion;
+pub mod evaluate;
 
 use std::collections::BTreeMap;
 use std::path::Path;
