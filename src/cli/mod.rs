@@ -252,19 +252,27 @@ Binds loopback unless --host says otherwise; there is no authentication.")]
     Completions { shell: clap_complete::Shell },
 }
 
+/// Which prompt and case a command works on, and variables to set: shared by `render` and `run`.
 #[derive(Debug, Args)]
-pub struct RunCommand {
+pub struct CaseArgs {
     /// A .prompty file, or its name under prompts/ (`cot/math`).
     pub prompt: String,
-    /// The test case to run, by its description (default: the prompt's `sample`).
+    /// The test case, by its description (default: the prompt's `sample` variables).
     #[arg(long, conflicts_with = "case_index")]
     pub case: Option<String>,
-    /// The test case to run, by its 1-based position in the tests file.
+    /// The test case, by its 1-based position in the tests file.
     #[arg(long, value_name = "N")]
     pub case_index: Option<usize>,
-    /// Set a variable; repeat for several.
+    /// Set a variable; repeat for several. Inputs declared as number, boolean, array or object
+    /// take JSON (`--var n=3`, `--var 'items=["a","b"]'`).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunCommand {
+    #[command(flatten)]
+    pub target: CaseArgs,
     /// A backend from promptdeck.toml (default: the prompt's `model.backend`, then `defaults.backend`).
     #[arg(long)]
     pub backend: Option<String>,
@@ -351,18 +359,8 @@ pub enum RenderFormat {
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
-    /// A .prompty file, or its name under prompts/ (`cot/math`).
-    pub prompt: String,
-    /// The test case to render, by its description.
-    #[arg(long, conflicts_with = "case_index")]
-    pub case: Option<String>,
-    /// The test case to render, by its 1-based position in the tests file.
-    #[arg(long, value_name = "N")]
-    pub case_index: Option<usize>,
-    /// Set a variable; repeat for several. Inputs declared as number, boolean, array or object
-    /// take JSON (`--var n=3`, `--var 'items=["a","b"]'`).
-    #[arg(long = "var", value_name = "KEY=VALUE")]
-    pub vars: Vec<String>,
+    #[command(flatten)]
+    pub target: CaseArgs,
     /// The backend to render for (default: the prompt's `model.backend`, then `defaults.backend`).
     #[arg(long)]
     pub backend: Option<String>,

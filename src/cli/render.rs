@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use super::{CliError, Exit, RenderArgs, RenderFormat, print_diagnostics};
+use super::{CaseArgs, CliError, Exit, RenderArgs, RenderFormat, print_diagnostics};
 use crate::library::{self, PromptUnit};
 use crate::project::Project;
 use crate::prompt::{InputType, PromptFile};
@@ -28,21 +28,14 @@ impl PreparedCase {
 }
 
 /// Resolves PROMPT, loads its unit, selects the case and renders it, printing warnings.
-pub fn prepare(
-    project: &Project,
-    cwd: &Path,
-    prompt: &str,
-    case: Option<&str>,
-    case_index: Option<usize>,
-    vars: &[String],
-) -> Result<PreparedCase, CliError> {
+pub fn prepare(project: &Project, cwd: &Path, target: &CaseArgs) -> Result<PreparedCase, CliError> {
     let file = project
-        .resolve_prompt(prompt, cwd)
+        .resolve_prompt(&target.prompt, cwd)
         .map_err(CliError::Usage)?;
     let (unit, warnings) = library::load_unit(project, &file).map_err(CliError::Diagnostics)?;
     print_diagnostics(&warnings, cwd);
-    let selected = select_case(&unit, case, case_index)?;
-    let overrides = parse_overrides(&unit.prompt, vars)?;
+    let selected = select_case(&unit, target.case.as_deref(), target.case_index)?;
+    let overrides = parse_overrides(&unit.prompt, &target.vars)?;
     let rendered = library::render_case(project, &unit, selected, &overrides)
         .map_err(|d| CliError::Diagnostics(vec![d]))?;
     print_diagnostics(&rendered.warnings, cwd);
@@ -60,14 +53,7 @@ pub fn prepare(
 }
 
 pub fn run(project: &Project, cwd: &Path, args: &RenderArgs) -> Result<Exit, CliError> {
-    let prepared = prepare(
-        project,
-        cwd,
-        &args.prompt,
-        args.case.as_deref(),
-        args.case_index,
-        &args.vars,
-    )?;
+    let prepared = prepare(project, cwd, &args.target)?;
     let rendered = &prepared.rendered;
     let backend = args.backend.clone().unwrap_or(rendered.backend.clone());
     if !project.config.backends.contains_key(&backend) {

@@ -66,14 +66,7 @@ pub fn open_backend(project: &Project, name: &str) -> Result<OpenBackend, CliErr
 }
 
 pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, CliError> {
-    let prepared = prepare(
-        project,
-        cwd,
-        &args.prompt,
-        args.case.as_deref(),
-        args.case_index,
-        &args.vars,
-    )?;
+    let prepared = prepare(project, cwd, &args.target)?;
     let (file, unit, case, rendered) = (
         &prepared.file,
         &prepared.unit,
