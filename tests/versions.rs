@@ -464,3 +464,24 @@ fn bench_store_runs_small() {
     );
     assert!(out.contains("raw payload (JSONL export)"), "{out}");
 }
+
+#[test]
+fn restore_removes_a_tests_file_the_version_did_not_have() {
+    let p = TempProject::new();
+    p.write("prompts/solo.prompty", "---\nname: solo\n---\nuser:\nhi\n");
+    ok(&p, &["commit", "solo", "-m", "no tests yet"]);
+    p.write(
+        "prompts/solo.tests.yaml",
+        "- description: greets\n  assert: [{type: icontains, value: hello}]\n",
+    );
+    ok(&p, &["commit", "solo", "-m", "with tests"]);
+    let ids = history_ids(&p, "solo");
+    let out = ok(&p, &["restore", &ids[1][..9]]);
+    assert!(
+        out.starts_with("removed prompts/solo.tests.yaml (the version has no tests file)"),
+        "{out}"
+    );
+    assert!(!p.root().join("prompts/solo.tests.yaml").exists());
+    assert_eq!(ok(&p, &["restore", "solo@latest"]).lines().count(), 1);
+    assert!(p.root().join("prompts/solo.tests.yaml").exists());
+}
