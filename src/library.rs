@@ -228,6 +228,27 @@ pub fn render_case(
         unit,
         case,
         overrides,
+        &Map::new(),
+    )
+}
+
+/// Renders one case with values a technique produced at run time (a step's output, the
+/// generated prompt, the tools), which replace the placeholders a plain render shows. They keep
+/// the technique's place in the precedence: lowest.
+pub fn render_case_with(
+    project: &Project,
+    unit: &PromptUnit,
+    case: Option<&TestCase>,
+    overrides: &Map<String, Value>,
+    provided: &Map<String, Value>,
+) -> Result<RenderedCase, Diagnostic> {
+    render_case_in(
+        project,
+        Arc::new(project.workspace()),
+        unit,
+        case,
+        overrides,
+        provided,
     )
 }
 
@@ -237,18 +258,20 @@ fn render_case_in(
     unit: &PromptUnit,
     case: Option<&TestCase>,
     overrides: &Map<String, Value>,
+    provided: &Map<String, Value>,
 ) -> Result<RenderedCase, Diagnostic> {
     let prompt = &unit.prompt;
     let sample = match case {
         Some(_) => Map::new(),
         None => prompt.sample(workspace.as_ref())?,
     };
-    let technique_vars = prompt
+    let mut technique_vars = prompt
         .front_matter
         .technique
         .as_ref()
         .map(|t| t.render_variables(&|name| project.config.tool_description(name)))
         .unwrap_or_default();
+    technique_vars.extend(provided.clone());
     let vars = assemble_variables(prompt, technique_vars, case, &sample, overrides);
     let options = RenderOptions {
         fuel: project.config.fuel,
@@ -355,7 +378,14 @@ pub fn unit_files(
     };
     for case in cases {
         if let Err(diagnostic) =
-            render_case_in(project, Arc::clone(&workspace), &unit, case, &Map::new())
+            render_case_in(
+                project,
+                Arc::clone(&workspace),
+                &unit,
+                case,
+                &Map::new(),
+                &Map::new(),
+            )
         {
             diagnostics.push(diagnostic);
         }

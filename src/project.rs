@@ -75,6 +75,9 @@ pub struct RawDefaults {
     pub parameters: Option<RawParameters>,
     /// Colour theme of the terminal UI (a file name in themes/, without `.toml`).
     pub theme: Option<String>,
+    /// The backend that grades `llm-rubric` and `model-graded-closedqa` assertions, unless an
+    /// assertion's `provider` or a case's `options.provider` names another.
+    pub judge: Option<String>,
 }
 
 /// Sampling parameters; the same keys as a prompt's `model.parameters`.
@@ -194,6 +197,8 @@ pub struct Config {
     pub default_backend: String,
     pub default_parameters: Parameters,
     pub theme: Option<String>,
+    /// `[defaults] judge`, checked to be a configured backend.
+    pub judge: Option<String>,
     pub fuel: u64,
     pub backends: BTreeMap<String, RawBackend>,
     pub tools: BTreeMap<String, RawTool>,
@@ -210,6 +215,7 @@ impl Default for Config {
             default_backend: "local".to_owned(),
             default_parameters: Parameters::default(),
             theme: None,
+            judge: None,
             fuel: crate::prompt::template::DEFAULT_FUEL,
             backends: BTreeMap::new(),
             tools: BTreeMap::new(),
@@ -363,6 +369,18 @@ impl Config {
                 format!("defaults.backend `{default_backend}` is not a configured backend"),
             );
         }
+        if let Some(judge) = &raw.defaults.judge {
+            if !backends.contains_key(judge) {
+                let known: Vec<&str> = backends.keys().map(String::as_str).collect();
+                return fail(
+                    "judge",
+                    format!(
+                        "defaults.judge `{judge}` is not a configured backend (configured: {})",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
         let default_parameters = raw.defaults.parameters.map(|p| Parameters {
             temperature: p.temperature,
             top_p: p.top_p,
@@ -377,6 +395,7 @@ impl Config {
             default_backend,
             default_parameters: default_parameters.unwrap_or_default(),
             theme: raw.defaults.theme,
+            judge: raw.defaults.judge,
             fuel: raw
                 .render
                 .fuel

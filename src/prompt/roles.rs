@@ -54,6 +54,12 @@ static MARKER: LazyLock<regex::Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 
+/// Whether `line` is a role marker, i.e. would start a new message after rendering. Used to
+/// neutralise untrusted text (a generated prompt, a model output sent to a judge).
+pub fn is_role_marker(line: &str) -> bool {
+    marker_role(line).is_some()
+}
+
 fn marker_role(line: &str) -> Option<Role> {
     let caps = MARKER.captures(line.trim_end_matches('\r'))?;
     match caps.get(1)?.as_str().to_ascii_lowercase().as_str() {

@@ -2,7 +2,8 @@
 //! from its assertion results, and pulls answers out of self-consistency samples for the vote.
 //!
 //! PURE: no I/O. Model-graded assertions (`llm-rubric`, `model-graded-closedqa`) go through a
-//! caller-supplied [`Judge`]; this module only writes the judge's prompt and reads its verdict.
+//! caller-supplied [`Judge`] (the judge prompts are prompt files, `prompts/_judges/`); this module
+//! only reads the verdict.
 //!
 //! Semantics follow promptfoo's (`src/assertions/*.ts`, `src/matchers.ts`) except where noted on
 //! the item concerned. In short:
@@ -46,10 +47,25 @@ pub struct AssertionResult {
 }
 
 /// A judge for model-graded assertions (llm-rubric, model-graded-closedqa): the caller supplies
-/// it (a configured backend); this module builds the judge prompt and parses the verdict.
+/// it. The judge's prompt is a versioned prompt file (`prompts/_judges/`), which the caller
+/// renders with the request's fields and sends to a configured backend; this module only reads
+/// the verdict in the reply.
 pub trait Judge {
-    /// Sends one system + user message pair and returns the reply text, or why there is none.
-    fn judge(&self, system: &str, user: &str) -> Result<String, String>;
+    /// Grades one output and returns the judge's reply text, or why there is none.
+    fn judge(&self, request: &JudgeRequest<'_>) -> Result<String, String>;
+}
+
+/// What a judge is asked to grade.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JudgeRequest<'a> {
+    /// `LlmRubric` or `ModelGradedClosedqa`.
+    pub kind: AssertionKind,
+    /// The output under test.
+    pub output: &'a str,
+    /// The rubric (llm-rubric) or criterion (closed QA): the assertion's `value`.
+    pub criterion: &'a str,
+    /// The assertion's own `provider`, when it names one.
+    pub provider: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -425,7 +441,7 @@ fn check(assertion: &Assertion, observation: &Observation, judge: Option<&dyn Ju
                 assertion.threshold.unwrap_or(DEFAULT_VOTES_THRESHOLD),
             )?,
             LlmRubric => llm_rubric(assertion, &text_value()?, output, judge)?,
-            ModelGradedClosedqa => closed_qa(&text_value()?, output, judge)?,
+            ModelGradedClosedqa => closed_qa(assertion, &text_value()?, output, judge)?,
         })
     })();
     result.unwrap_or_else(Outcome::Broken)
@@ -801,51 +817,15 @@ fn votes_agree(votes: Option<&[String]>, threshold: f64) -> Result<Outcome, Stri
 // ---------------------------------------------------------------------------------------------
 // Model-graded assertions
 
-/// The llm-rubric judge's instructions: promptfoo's default grading prompt in promptdeck's words
-/// (same verdict shape `{reason, pass, score}` and the same two examples' ideas).
-pub const LLM_RUBRIC_SYSTEM: &str = "You grade an output against a rubric written by the user. \
-The output passes when the statement in the rubric is true of it. Reply with one JSON object of \
-the form {\"reason\": string, \"pass\": boolean, \"score\": number}, where score runs from 0.0 \
-(fails the rubric completely) to 1.0 (meets it completely).
-
-Examples:
-
-Output: Hello world
-Rubric: Contains a greeting
-{\"reason\": \"the output opens with the greeting 'Hello'\", \"pass\": true, \"score\": 1.0}
-
-Output: Avast ye swabs, repel the invaders!
-Rubric: Does not speak like a pirate
-{\"reason\": \"'avast ye' is typical pirate speech\", \"pass\": false, \"score\": 0.0}";
-
-/// The model-graded-closedqa judge's instructions: OpenAI evals' closed-QA prompt, which
-/// promptfoo uses, in promptdeck's words: reason step by step, then answer Y or N alone on a
-/// line, then repeat the letter.
-pub const CLOSED_QA_SYSTEM: &str = "You assess a submitted answer against a criterion. First \
-reason step by step about whether the submission meets the criterion, so that your conclusion is \
-sound; do not state the conclusion at the outset. Then write only the single character \"Y\" \
-(it meets the criterion) or \"N\" (it does not), without quotes or punctuation, on a line of its \
-own. Finally repeat that letter alone on one more line.";
-
-/// The user message for llm-rubric, in promptfoo's layout.
-pub fn llm_rubric_user(output: &str, rubric: &str) -> String {
-    format!("<Output>\n{output}\n</Output>\n<Rubric>\n{rubric}\n</Rubric>")
-}
-
-/// The user message for model-graded-closedqa. promptfoo also shows the task (the rendered
-/// prompt); an [`Observation`] does not carry it, so only the submission and criterion are sent.
-pub fn closed_qa_user(output: &str, criterion: &str) -> String {
-    format!(
-        "[BEGIN DATA]\n***\n[Submission]: {output}\n***\n[Criterion]: {criterion}\n***\n[END DATA]\nDoes the submission meet the criterion?\n\nReasoning:"
-    )
-}
-
-fn ask(judge: Option<&dyn Judge>, kind: &str, system: &str, user: &str) -> Result<String, String> {
+fn ask(judge: Option<&dyn Judge>, request: &JudgeRequest<'_>) -> Result<String, String> {
+    let kind = request.kind.name();
     let judge = judge.ok_or_else(|| {
-        format!("`{kind}` needs a judge backend; none is configured (set a grading backend)")
+        format!(
+            "`{kind}` needs a judge backend; none is configured (set `judge` under [defaults] in promptdeck.toml)"
+        )
     })?;
     let reply = judge
-        .judge(system, user)
+        .judge(request)
         .map_err(|e| format!("the judge failed: {}", clip(&e, EXPLANATION_CHARS)))?;
     if reply.trim().is_empty() {
         return Err("the judge returned an empty reply".to_owned());
@@ -865,9 +845,12 @@ fn llm_rubric(
 ) -> Result<Outcome, String> {
     let reply = ask(
         judge,
-        "llm-rubric",
-        LLM_RUBRIC_SYSTEM,
-        &llm_rubric_user(output, rubric),
+        &JudgeRequest {
+            kind: AssertionKind::LlmRubric,
+            output,
+            criterion: rubric,
+            provider: assertion.provider.as_deref(),
+        },
     )?;
     let verdict = parse_rubric_verdict(&reply)?;
     let mut pass = verdict.pass;
@@ -948,12 +931,20 @@ fn truthy(s: &str) -> bool {
 /// promptfoo's `matchesClosedQa`: the reply ends in Y (pass) or N (fail). Read robustly: the last
 /// word with markdown and punctuation stripped (`**Y**`, `N.`), Yes/No accepted; failing that a
 /// JSON object with `pass`. Anything else is an unreadable verdict, a failure even under `not-`.
-fn closed_qa(criterion: &str, output: &str, judge: Option<&dyn Judge>) -> Result<Outcome, String> {
+fn closed_qa(
+    assertion: &Assertion,
+    criterion: &str,
+    output: &str,
+    judge: Option<&dyn Judge>,
+) -> Result<Outcome, String> {
     let reply = ask(
         judge,
-        "model-graded-closedqa",
-        CLOSED_QA_SYSTEM,
-        &closed_qa_user(output, criterion),
+        &JudgeRequest {
+            kind: AssertionKind::ModelGradedClosedqa,
+            output,
+            criterion,
+            provider: assertion.provider.as_deref(),
+        },
     )?;
     let meets = parse_yes_no(&reply).ok_or_else(|| {
         format!(
@@ -1429,16 +1420,16 @@ mod tests {
         assert!(not_fail.reason.contains("not"), "{}", not_fail.reason);
     }
 
-    struct FakeJudge<F: Fn(&str, &str) -> Result<String, String>>(F);
-    impl<F: Fn(&str, &str) -> Result<String, String>> Judge for FakeJudge<F> {
-        fn judge(&self, system: &str, user: &str) -> Result<String, String> {
-            (self.0)(system, user)
+    struct FakeJudge<F: Fn(&JudgeRequest<'_>) -> Result<String, String>>(F);
+    impl<F: Fn(&JudgeRequest<'_>) -> Result<String, String>> Judge for FakeJudge<F> {
+        fn judge(&self, request: &JudgeRequest<'_>) -> Result<String, String> {
+            (self.0)(request)
         }
     }
 
     fn judged(yaml: &str, output: &str, reply: Result<&str, &str>) -> AssertionResult {
         let reply = reply.map(str::to_owned).map_err(str::to_owned);
-        let judge = FakeJudge(move |_: &str, _: &str| reply.clone());
+        let judge = FakeJudge(move |_: &JudgeRequest<'_>| reply.clone());
         evaluate(&assertion(yaml), &on(output), Some(&judge))
     }
 
@@ -1835,8 +1826,9 @@ mod tests {
     #[test]
     fn llm_rubric_builds_the_prompt_and_parses_verdicts() {
         let seen = std::cell::RefCell::new((String::new(), String::new()));
-        let judge = FakeJudge(|system: &str, user: &str| {
-            *seen.borrow_mut() = (system.to_owned(), user.to_owned());
+        let judge = FakeJudge(|request: &JudgeRequest<'_>| {
+            assert_eq!(request.kind, AssertionKind::LlmRubric);
+            *seen.borrow_mut() = (request.output.to_owned(), request.criterion.to_owned());
             Ok(r#"{"reason": "concise", "pass": true, "score": 0.9}"#.to_owned())
         });
         let a = assertion("type: llm-rubric\nvalue: Is concise\n");
@@ -1844,12 +1836,9 @@ mod tests {
         assert!(r.pass);
         assert_eq!(r.score, 0.9);
         assert_eq!(r.reason, "judge: pass (score 0.90): concise");
-        let (system, user) = seen.into_inner();
-        assert!(system.contains("\"pass\": boolean"));
-        assert_eq!(
-            user,
-            "<Output>\nShort answer.\n</Output>\n<Rubric>\nIs concise\n</Rubric>"
-        );
+        let (output, rubric) = seen.into_inner();
+        assert_eq!(output, "Short answer.");
+        assert_eq!(rubric, "Is concise");
 
         let prose =
             "Let me think.\n```json\n{\"reason\": \"rude\", \"pass\": false, \"score\": 0.1}\n```";
@@ -1923,9 +1912,9 @@ mod tests {
     #[test]
     fn closed_qa_reads_the_last_letter() {
         let seen = std::cell::RefCell::new(String::new());
-        let judge = FakeJudge(|system: &str, user: &str| {
-            assert!(system.contains("\"Y\""));
-            *seen.borrow_mut() = user.to_owned();
+        let judge = FakeJudge(|request: &JudgeRequest<'_>| {
+            assert_eq!(request.kind, AssertionKind::ModelGradedClosedqa);
+            *seen.borrow_mut() = format!("{} / {}", request.output, request.criterion);
             Ok("foo \n \n bar\n Y Y \n".to_owned())
         });
         let a = assertion("type: model-graded-closedqa\nvalue: Is not apologetic\n");
@@ -1935,8 +1924,7 @@ mod tests {
             r.reason,
             "judge: the output meets the criterion \"Is not apologetic\""
         );
-        assert!(seen.borrow().contains("[Submission]: Here it is."));
-        assert!(seen.borrow().contains("[Criterion]: Is not apologetic"));
+        assert_eq!(*seen.borrow(), "Here it is. / Is not apologetic");
 
         let yaml = "type: model-graded-closedqa\nvalue: c\n";
         assert!(!judged(yaml, "x", Ok("Reasoning...\nN\nN")).pass);
@@ -2162,7 +2150,7 @@ mod tests {
             ] {
                 let _ = extract_answer(&extractor, output);
             }
-            let judge = FakeJudge(|_: &str, _: &str| Ok(output.to_owned()));
+            let judge = FakeJudge(|_: &JudgeRequest<'_>| Ok(output.to_owned()));
             let a = assertion("type: llm-rubric\nvalue: x\n");
             assert!(!evaluate(&a, &on("x"), Some(&judge)).pass || output.contains('{'));
         }
