@@ -377,16 +377,14 @@ pub fn unit_files(
         _ => vec![None],
     };
     for case in cases {
-        if let Err(diagnostic) =
-            render_case_in(
-                project,
-                Arc::clone(&workspace),
-                &unit,
-                case,
-                &Map::new(),
-                &Map::new(),
-            )
-        {
+        if let Err(diagnostic) = render_case_in(
+            project,
+            Arc::clone(&workspace),
+            &unit,
+            case,
+            &Map::new(),
+            &Map::new(),
+        ) {
             diagnostics.push(diagnostic);
         }
     }

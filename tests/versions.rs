@@ -405,6 +405,7 @@ fn runs_show_and_pass_rates_from_stored_results() {
                 cached: false,
                 assertions: Vec::new(),
                 passed: Some(passed),
+                technique: None,
             };
             store.record_result(run, &result).unwrap();
         }

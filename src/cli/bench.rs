@@ -215,6 +215,7 @@ fn sample_result(case: u32) -> CaseResult {
         cached: false,
         assertions: Vec::new(),
         passed: Some(case % 5 != 0),
+        technique: None,
     }
 }
 

@@ -1,20 +1,20 @@
-//! `promptdeck run`: render one case, send it to a backend, stream the answer to stdout, and
-//! record the run (and the version it ran) in the store. Run id, timings and token counts go to
-//! stderr so `promptdeck run ... > answer.txt` captures only the answer.
+//! `promptdeck run`: execute one case with its technique (`execution::execute_case`), stream a
+//! plain answer to stdout (a technique's final answer is printed once known), and record the
+//! run, the version it ran, and the technique's calls, votes, trace and generated prompt in the
+//! store. Run id, timings, token counts and the technique's report go to stderr so
+//! `promptdeck run ... > answer.txt` captures only the answer.
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-
 use super::render::prepare;
 use super::{CliError, Exit, RunCommand};
-use crate::backend::{Backend, BackendError, ChatRequest, Chunk, Parameters};
-use crate::library;
+use crate::backend::{Backend, Parameters};
 use crate::project::Project;
 use crate::store::{self, CaseResult, RunMeta, RunStatus, Store, TokenUsage};
-use crate::suite::evaluate::{AssertionResult, Observation, evaluate, judge_case};
+use crate::suite::evaluate::CaseVerdict;
+use crate::{execution, library};
 
 /// A backend ready to serve requests, and the model name to record.
 pub struct OpenBackend {
@@ -74,20 +74,43 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
         &prepared.rendered,
     );
     let backend_name = args.backend.clone().unwrap_or(rendered.backend.clone());
-    let parameters = rendered.parameters.overlay(&Parameters {
+    let overrides_parameters = Parameters {
         temperature: args.temperature,
         seed: args.seed,
         max_tokens: args.max_tokens,
         ..Parameters::default()
-    });
+    };
+    let parameters = rendered.parameters.overlay(&overrides_parameters);
+    let overrides = super::render::parse_overrides(&unit.prompt, &args.target.vars)?;
+    // Judges are configuration: a model-graded assertion without one stops here, before a
+    // backend is opened or a run recorded.
+    let judge_names = match case {
+        Some(case) => {
+            execution::plan::judges_for_case(case, project.config.judge.as_deref(), &|name| {
+                project.config.backends.contains_key(name)
+            })
+            .map_err(CliError::Usage)?
+        }
+        None => Vec::new(),
+    };
     let opened = open_backend(project, &backend_name)?;
+    let mut judges = execution::Judges {
+        default: project.config.judge.clone(),
+        backends: Default::default(),
+    };
+    for name in judge_names {
+        let backend = if name == backend_name {
+            Arc::clone(&opened.backend)
+        } else {
+            open_backend(project, &name)?.backend
+        };
+        judges.backends.insert(name, backend);
+    }
 
     let (snapshot, _) = library::unit_files(project, file).map_err(CliError::Diagnostics)?;
     let store = project.open_store()?;
-    let version = store
-        .commit(&snapshot, "run", &super::versions::author(project))?
-        .id()
-        .to_owned();
+    let author = super::versions::author(project);
+    let version = store.commit(&snapshot, "run", &author)?.id().to_owned();
     let run_id = store.begin_run(RunMeta {
         version: version.clone(),
         prompt: unit.prompt.name.clone(),
@@ -96,125 +119,181 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
         parameters: serde_json::to_value(&parameters).unwrap_or_default(),
     })?;
     let case_name = case.map_or_else(|| "sample".to_owned(), |c| c.name());
+    let technique = unit.prompt.front_matter.technique.as_ref();
     eprintln!(
-        "run {} · {} {} · version {} · {backend_name} ({})",
+        "run {} · {} {} · version {} · {backend_name} ({}){}",
         store.short_run_id(run_id),
         unit.prompt.name,
         case.map_or_else(|| "(sample)".to_owned(), |c| c.label()),
         store.short_id(&version),
-        opened.model
+        opened.model,
+        technique.map_or_else(String::new, |t| format!(" · {}", t.kind_name())),
     );
 
-    let request = ChatRequest {
-        model: String::new(),
-        messages: rendered.messages.clone(),
-        parameters,
-        extra: unit.prompt.front_matter.model.extra_parameters.clone(),
-        sample_index: 0,
-        no_cache: args.no_cache,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Io(format!("cannot start the async runtime: {e}")))?;
-    let outcome = runtime.block_on(stream_to_stdout(opened.backend.as_ref(), request));
+    let input = execution::CaseInput {
+        project,
+        unit,
+        case,
+        overrides: &overrides,
+        parameters: &overrides_parameters,
+        backend: opened.backend.as_ref(),
+        backend_name: &backend_name,
+        judges: &judges,
+        sample: 0,
+        no_cache: args.no_cache,
+    };
+    let printer = Printer::default();
+    let events = |event: execution::Event| printer.event(event);
+    let (cancel_handle, cancel) = execution::Cancel::new();
+    let executed = runtime.block_on(async {
+        // Ctrl-C stops the current call; what came so far is kept and recorded.
+        let watcher = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel_handle.cancel();
+            }
+        });
+        let executed = execution::execute_case(&input, &events, &cancel).await;
+        watcher.abort();
+        executed
+    });
+    let executed = match executed {
+        Ok(executed) => executed,
+        Err(error) => {
+            store.finish_run(run_id, RunStatus::Failed)?;
+            return Err(match error {
+                execution::ExecutionError::Render(d) => CliError::Diagnostics(vec![*d]),
+                execution::ExecutionError::Prompt(ds) => CliError::Diagnostics(ds),
+                other => CliError::Usage(other.to_string()),
+            });
+        }
+    };
+    if printer.streamed_answer() {
+        if !executed.output.ends_with('\n') && !executed.output.is_empty() {
+            println!();
+        }
+    } else if !executed.output.is_empty() {
+        // Techniques print their final answer once it is known.
+        let _ = writeln!(std::io::stdout(), "{}", executed.output.trim_end());
+    }
+    for warning in &executed.warnings {
+        eprintln!("warning: {warning}");
+    }
+    eprint!("{}", technique_report(&executed));
 
-    let mut result = CaseResult {
+    let generated_version = match &executed.generated {
+        Some(generated) => {
+            let outcome = store.commit(
+                &execution::generated_unit(generated),
+                &format!(
+                    "generated by {} in run {}",
+                    generated.generator,
+                    store.short_run_id(run_id)
+                ),
+                &author,
+            )?;
+            Some(store.short_id(outcome.id()))
+        }
+        None => None,
+    };
+    if let (Some(generated), Some(short)) = (&executed.generated, &generated_version) {
+        eprintln!(
+            "generated prompt committed as {} version {short} (compare generations with `promptdeck diff {}@latest VERSION`)",
+            generated.prompt, generated.prompt
+        );
+    }
+
+    let result = CaseResult {
         case: case.map_or(0, |c| c.index as u32),
         sample: 0,
         case_name,
-        messages: rendered
-            .messages
+        messages: if executed.messages.is_empty() {
+            &rendered.messages
+        } else {
+            &executed.messages
+        }
+        .iter()
+        .map(|m| store::Message {
+            role: m.role.as_str().to_owned(),
+            content: m.content.clone(),
+        })
+        .collect(),
+        output: executed.output.clone(),
+        finish_reason: executed.finish_reason.clone(),
+        latency_ms: executed.latency_ms,
+        ttft_ms: executed.ttft_ms,
+        usage: TokenUsage {
+            input: executed.usage.input_tokens,
+            output: executed.usage.output_tokens,
+        },
+        cost: executed.cost.unwrap_or(0.0),
+        error: match executed.status {
+            execution::ExecutionStatus::Interrupted => Some("interrupted".to_owned()),
+            _ => executed.error.clone(),
+        },
+        cached: executed.cached,
+        assertions: executed
+            .verdict
             .iter()
-            .map(|m| store::Message {
-                role: m.role.as_str().to_owned(),
-                content: m.content.clone(),
-            })
+            .flat_map(|v| v.results.iter())
+            .filter_map(|r| serde_json::to_value(r).ok())
             .collect(),
-        output: outcome.text.clone(),
-        finish_reason: None,
-        latency_ms: outcome.latency_ms,
-        ttft_ms: outcome.ttft_ms,
-        usage: TokenUsage::default(),
-        cost: 0.0,
-        error: None,
-        cached: false,
-        assertions: Vec::new(),
-        passed: None,
+        passed: executed.verdict.as_ref().map(|v| v.pass),
+        technique: (executed.kind != "plain")
+            .then(|| serde_json::to_value(executed.technique_record()).ok())
+            .flatten(),
     };
-    let mut verdict_lines = Vec::new();
-    let status = match &outcome.end {
-        StreamEnd::Done(done) => {
-            result.finish_reason = Some(format!("{:?}", done.finish_reason).to_lowercase());
-            result.usage = TokenUsage {
-                input: done.usage.input_tokens,
-                output: done.usage.output_tokens,
-            };
-            result.cost = done.cost.unwrap_or(0.0);
-            result.cached = done.cached;
-            for warning in &done.warnings {
-                eprintln!("warning: {warning}");
-            }
-            if let Some(case) = case {
-                let observation = Observation {
-                    output: &outcome.text,
-                    latency_ms: Some(outcome.latency_ms),
-                    cost: done.cost,
-                    votes: None,
-                };
-                let checked = check_assertions(case, &observation);
-                result.assertions = checked
-                    .results
-                    .iter()
-                    .filter_map(|r| serde_json::to_value(r).ok())
-                    .collect();
-                result.passed = checked.verdict;
-                verdict_lines = checked.lines;
-            }
-            RunStatus::Complete
-        }
-        StreamEnd::Failed(error) => {
-            result.error = Some(error.to_string());
-            RunStatus::Failed
-        }
-        StreamEnd::Interrupted => {
-            result.error = Some("interrupted".to_owned());
-            RunStatus::Interrupted
-        }
+    let status = match executed.status {
+        execution::ExecutionStatus::Complete => RunStatus::Complete,
+        execution::ExecutionStatus::Failed => RunStatus::Failed,
+        execution::ExecutionStatus::Interrupted => RunStatus::Interrupted,
     };
     store.record_result(run_id, &result)?;
     store.finish_run(run_id, status)?;
-    if !outcome.text.ends_with('\n') && !outcome.text.is_empty() {
-        println!();
-    }
-    let cached = if result.cached { ", cached" } else { "" };
-    match outcome.end {
-        StreamEnd::Done(_) => {
-            let tokens_per_second = if outcome.latency_ms > outcome.ttft_ms.unwrap_or(0) {
-                result.usage.output as f64 * 1000.0
-                    / (outcome.latency_ms - outcome.ttft_ms.unwrap_or(0)) as f64
+    match executed.status {
+        execution::ExecutionStatus::Complete => {
+            let answer_ms = executed
+                .latency_ms
+                .saturating_sub(executed.ttft_ms.unwrap_or(0));
+            let tokens_per_second = if answer_ms > 0 {
+                result.usage.output as f64 * 1000.0 / answer_ms as f64
             } else {
                 0.0
             };
+            let calls = executed.calls.len();
+            let calls = if calls > 1 {
+                format!(" · {calls} calls")
+            } else {
+                String::new()
+            };
+            let cached = if result.cached { ", cached" } else { "" };
             eprintln!(
-                "done in {:.2} s (first token {:.2} s) · {} in, {} out ({tokens_per_second:.1} tok/s) · ${:.6} · {}{cached}",
-                outcome.latency_ms as f64 / 1000.0,
-                outcome.ttft_ms.unwrap_or(0) as f64 / 1000.0,
+                "done in {:.2} s (first token {:.2} s) · {} in, {} out ({tokens_per_second:.1} tok/s) · ${:.6} · {}{cached}{calls}",
+                executed.latency_ms as f64 / 1000.0,
+                executed.ttft_ms.unwrap_or(0) as f64 / 1000.0,
                 result.usage.input,
                 result.usage.output,
                 result.cost,
                 result.finish_reason.as_deref().unwrap_or("stop"),
             );
-            for line in verdict_lines {
-                eprintln!("{line}");
+            if let (Some(case), Some(verdict)) = (case, &executed.verdict) {
+                for line in verdict_lines(case, verdict) {
+                    eprintln!("{line}");
+                }
             }
             Ok(Exit::Ok)
         }
-        StreamEnd::Failed(error) => {
-            eprintln!("error: {error}");
+        execution::ExecutionStatus::Failed => {
+            eprintln!(
+                "error: {}",
+                executed.error.as_deref().unwrap_or("a backend call failed")
+            );
             Ok(Exit::TestsFailed)
         }
-        StreamEnd::Interrupted => {
+        execution::ExecutionStatus::Interrupted => {
             eprintln!(
                 "interrupted; the partial answer is recorded in run {}",
                 store.short_run_id(run_id)
@@ -224,127 +303,137 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
     }
 }
 
-enum StreamEnd {
-    Done(Box<crate::backend::Done>),
-    Failed(BackendError),
-    Interrupted,
+/// Prints streamed text: the answer's call to stdout as it arrives, other calls' stages as
+/// progress lines on stderr.
+#[derive(Default)]
+struct Printer {
+    state: std::sync::Mutex<PrinterState>,
 }
 
-struct StreamOutcome {
-    text: String,
-    ttft_ms: Option<u64>,
-    latency_ms: u64,
-    end: StreamEnd,
+#[derive(Default)]
+struct PrinterState {
+    /// The call whose text is the answer, while it streams.
+    answer_call: Option<usize>,
+    streamed: bool,
 }
 
-/// Streams the answer to stdout as it arrives; Ctrl-C stops it and keeps what came.
-async fn stream_to_stdout(backend: &dyn Backend, request: ChatRequest) -> StreamOutcome {
-    let start = std::time::Instant::now();
-    let elapsed = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut stream = backend.stream(request);
-    let mut text = String::new();
-    let mut ttft_ms = None;
-    let mut stdout = std::io::stdout();
-    let end = loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
-            _ = tokio::signal::ctrl_c() => break StreamEnd::Interrupted,
-        };
-        match next {
-            Some(Ok(Chunk::Text(piece))) => {
-                ttft_ms.get_or_insert_with(elapsed);
-                text.push_str(&piece);
+impl Printer {
+    fn event(&self, event: execution::Event) {
+        // A poisoned lock only means a print panicked; the state is still usable.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match event {
+            execution::Event::Started {
+                call,
+                stage,
+                answer,
+            } => {
+                if answer {
+                    state.answer_call = Some(call);
+                    state.streamed = true;
+                } else {
+                    eprintln!("· {stage}");
+                }
+            }
+            execution::Event::Text { call, text } if state.answer_call == Some(call) => {
+                let mut stdout = std::io::stdout();
                 // A closed stdout (a pipe whose reader quit) must not lose the run record.
                 let _ = stdout
-                    .write_all(piece.as_bytes())
+                    .write_all(text.as_bytes())
                     .and_then(|()| stdout.flush());
             }
-            Some(Ok(Chunk::Done(done))) => break StreamEnd::Done(done),
-            Some(Err(BackendError::Truncated {
-                partial_text,
-                reason,
-            })) => {
-                if text.is_empty() {
-                    text = partial_text.clone();
-                }
-                break StreamEnd::Failed(BackendError::Truncated {
-                    partial_text,
-                    reason,
-                });
+            execution::Event::Finished { call } if state.answer_call == Some(call) => {
+                state.answer_call = None;
             }
-            Some(Err(error)) => break StreamEnd::Failed(error),
-            None => {
-                break StreamEnd::Failed(BackendError::Truncated {
-                    partial_text: text.clone(),
-                    reason: "the backend stream ended without a result".to_owned(),
-                });
-            }
+            _ => {}
         }
-    };
-    StreamOutcome {
-        text,
-        ttft_ms,
-        latency_ms: elapsed(),
-        end,
+    }
+
+    fn streamed_answer(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .streamed
     }
 }
 
-/// The case's assertions checked against one output, for `run`'s report and the store.
-struct CheckedCase {
-    results: Vec<AssertionResult>,
-    /// `None` when some assertion could not be judged here, so no partial verdict reaches the
-    /// pass rates in `history`.
-    verdict: Option<bool>,
-    lines: Vec<String>,
-}
-
-/// Assertions that need a judge model or several samples are left to `promptdeck test`.
-fn check_assertions(case: &crate::suite::TestCase, observation: &Observation<'_>) -> CheckedCase {
-    use crate::suite::AssertionKind::{LlmRubric, ModelGradedClosedqa, VotesAgree};
-    let (deferred, checkable): (Vec<_>, Vec<_>) = case
-        .assertions
-        .iter()
-        .partition(|a| matches!(a.kind, LlmRubric | ModelGradedClosedqa | VotesAgree));
-    let results: Vec<AssertionResult> = checkable
-        .iter()
-        .map(|a| evaluate(a, observation, None))
-        .collect();
-    let mut lines: Vec<String> = results
-        .iter()
-        .map(|r| {
-            format!(
-                "  {} {}: {}",
-                if r.pass { "pass" } else { "FAIL" },
-                r.assertion,
-                r.reason
-            )
-        })
-        .collect();
-    let verdict = judge_case(case.threshold, results.clone());
-    for a in &deferred {
-        lines.push(format!(
-            "  skip {}: needs a judge model or samples (promptdeck test)",
-            a.type_name()
+/// What a technique did, for stderr: the votes, the ReAct trace, the generated prompt, the
+/// step outputs.
+pub fn technique_report(executed: &execution::CaseExecution) -> String {
+    let mut out = String::new();
+    for step in &executed.steps {
+        out.push_str(&format!(
+            "step {} -> {}:\n{}\n",
+            step.prompt,
+            step.var,
+            indent_block(&step.output)
         ));
     }
-    let summary = if deferred.is_empty() {
-        format!(
-            "case {}: {} (score {:.2})",
-            case.label(),
-            if verdict.pass { "PASS" } else { "FAIL" },
-            verdict.score
-        )
-    } else {
-        format!(
-            "case {}: no verdict ({} assertions left to promptdeck test)",
-            case.label(),
-            deferred.len()
-        )
-    };
-    lines.insert(0, summary);
-    CheckedCase {
-        results,
-        verdict: deferred.is_empty().then_some(verdict.pass),
-        lines,
+    if let Some(generated) = &executed.generated {
+        out.push_str(&format!(
+            "generated prompt ({}):\n{}\n",
+            generated.generator,
+            indent_block(&generated.text)
+        ));
     }
+    if let Some(votes) = &executed.votes {
+        let answers: Vec<String> = votes
+            .answers
+            .iter()
+            .map(|a| a.clone().unwrap_or_else(|| "-".to_owned()))
+            .collect();
+        let distribution: Vec<String> = votes
+            .distribution
+            .iter()
+            .map(|(answer, count)| format!("{answer} x{count}"))
+            .collect();
+        out.push_str(&format!(
+            "samples: {}\nvotes: {} · agreement {:.2} ({} of {})\n",
+            answers.join(", "),
+            if distribution.is_empty() {
+                "no answers".to_owned()
+            } else {
+                distribution.join(", ")
+            },
+            votes.agreement,
+            votes.distribution.first().map_or(0, |(_, c)| *c),
+            votes.answers.len(),
+        ));
+    }
+    if let Some(trace) = &executed.trace {
+        out.push_str("trace:\n");
+        for line in trace.render().lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+fn indent_block(text: &str) -> String {
+    text.trim_end()
+        .lines()
+        .map(|line| format!("  | {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The case's verdict as report lines.
+fn verdict_lines(case: &crate::suite::TestCase, verdict: &CaseVerdict) -> Vec<String> {
+    let mut lines = vec![format!(
+        "case {}: {} (score {:.2})",
+        case.label(),
+        if verdict.pass { "PASS" } else { "FAIL" },
+        verdict.score
+    )];
+    for r in &verdict.results {
+        lines.push(format!(
+            "  {} {}: {}",
+            if r.pass { "pass" } else { "FAIL" },
+            r.assertion,
+            r.reason
+        ));
+    }
+    lines
 }

@@ -107,7 +107,12 @@ pub fn history(
     spec: &str,
     format: OutputFormat,
 ) -> Result<Exit, CliError> {
-    let prompt = prompt_name(project, cwd, spec)?;
+    let prompt = match prompt_name(project, cwd, spec) {
+        Ok(prompt) => prompt,
+        // A metaprompt's generated prompts (`<prompt>.generated`) exist only in the store.
+        Err(_) if spec.ends_with(crate::execution::GENERATED_SUFFIX) => spec.to_owned(),
+        Err(e) => return Err(e),
+    };
     let store = project.open_store()?;
     let entries = store.history(&prompt)?;
     let mut rows = Vec::new();

@@ -35,8 +35,7 @@ use crate::prompt::technique::Technique;
 use crate::prompt::{Message, Parameters, Role};
 use crate::store::UnitFiles;
 use crate::suite::evaluate::{
-    self, CaseVerdict, Judge, JudgeRequest, Observation, extract_answer, judge_case,
-    majority_vote,
+    self, CaseVerdict, Judge, JudgeRequest, Observation, extract_answer, judge_case, majority_vote,
 };
 use crate::suite::{AssertionKind, TestCase};
 
@@ -648,7 +647,13 @@ impl Exec<'_> {
                             stage: Self::stage(&target, &format!("sample {}/{samples}", i + 1)),
                             messages: rendered.messages.clone(),
                             parameters: parameters.clone(),
-                            extra: target.unit.prompt.front_matter.model.extra_parameters.clone(),
+                            extra: target
+                                .unit
+                                .prompt
+                                .front_matter
+                                .model
+                                .extra_parameters
+                                .clone(),
                             sample_index: plan::sample_index(self.input.sample, samples, i),
                             answer: false,
                             judge: false,
@@ -731,10 +736,7 @@ impl Exec<'_> {
                             unit,
                             case: Some(case),
                             overrides: Map::new(),
-                            stage: Self::stage(
-                                &target,
-                                &format!("step {} {}", i + 1, step.prompt),
-                            ),
+                            stage: Self::stage(&target, &format!("step {} {}", i + 1, step.prompt)),
                             top: false,
                         };
                         let output = self.run_prompt(nested).await?.output;
@@ -779,7 +781,13 @@ impl Exec<'_> {
             stage,
             messages: rendered.messages.clone(),
             parameters: rendered.parameters.overlay(self.input.parameters),
-            extra: target.unit.prompt.front_matter.model.extra_parameters.clone(),
+            extra: target
+                .unit
+                .prompt
+                .front_matter
+                .model
+                .extra_parameters
+                .clone(),
             sample_index: self.input.sample,
             answer,
             judge: false,
@@ -899,11 +907,9 @@ impl Exec<'_> {
                 Some(config) => {
                     let (config, input, root) =
                         (config.clone(), input.to_owned(), project.root.clone());
-                    tokio::task::spawn_blocking(move || {
-                        tools::run_command(&config, &input, &root)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the tool stopped: {e}")))
+                    tokio::task::spawn_blocking(move || tools::run_command(&config, &input, &root))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the tool stopped: {e}")))
                 }
                 // check_tools refused the prompt before anything ran; kept for safety.
                 None => Err(format!("tool `{other}` is not allow-listed")),
@@ -981,8 +987,7 @@ impl Exec<'_> {
                     text.push_str(&piece);
                 }
                 Some(Ok(Chunk::Done(done))) => {
-                    record.finish_reason =
-                        Some(format!("{:?}", done.finish_reason).to_lowercase());
+                    record.finish_reason = Some(format!("{:?}", done.finish_reason).to_lowercase());
                     record.usage = done.usage;
                     record.cost = done.cost;
                     record.cached = done.cached;
@@ -1114,7 +1119,10 @@ impl Exec<'_> {
         let (task, _) = plan::neutralise_role_markers(task);
         let mut vars = Map::new();
         vars.insert("output".to_owned(), Value::String(output));
-        vars.insert(criterion_var.to_owned(), Value::String(criterion.to_owned()));
+        vars.insert(
+            criterion_var.to_owned(),
+            Value::String(criterion.to_owned()),
+        );
         if kind == AssertionKind::ModelGradedClosedqa {
             vars.insert("task".to_owned(), Value::String(task));
         }
@@ -1130,7 +1138,10 @@ impl Exec<'_> {
             answer: false,
             judge: true,
         };
-        Ok(self.call_on(call, Some((backend_name, backend))).await?.text)
+        Ok(self
+            .call_on(call, Some((backend_name, backend)))
+            .await?
+            .text)
     }
 
     /// The project's judge prompt when it has one, else the shipped one.

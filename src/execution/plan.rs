@@ -27,10 +27,7 @@ pub fn check_chain(
         if let Some(start) = path.iter().position(|p| p == name) {
             let mut cycle: Vec<&str> = path[start..].iter().map(String::as_str).collect();
             cycle.push(name);
-            return Err(format!(
-                "the prompts form a cycle: {}",
-                cycle.join(" -> ")
-            ));
+            return Err(format!("the prompts form a cycle: {}", cycle.join(" -> ")));
         }
         if path.len() >= MAX_CHAIN_DEPTH {
             return Err(format!(
@@ -171,7 +168,9 @@ mod tests {
 
     fn chain(root: &str, edges: &[(&str, &[&str])]) -> Result<(), String> {
         let g = graph(edges);
-        check_chain(root, &mut |name| Ok(g.get(name).cloned().unwrap_or_default()))
+        check_chain(root, &mut |name| {
+            Ok(g.get(name).cloned().unwrap_or_default())
+        })
     }
 
     #[test]
@@ -203,7 +202,11 @@ mod tests {
         };
         let (suite, diagnostics) = crate::suite::parse_tests_file(yaml, &at, &workspace);
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
-        suite.cases.into_iter().next().unwrap_or_else(|| panic!("one case"))
+        suite
+            .cases
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("one case"))
     }
 
     #[test]

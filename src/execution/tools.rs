@@ -627,10 +627,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let root = dir.path();
         std::fs::create_dir_all(root.join("data/sub")).unwrap_or_default();
-        std::fs::write(root.join("data/policy.txt"), "Refunds within 30 days.\nShipping is free.\n")
-            .unwrap_or_default();
-        std::fs::write(root.join("data/sub/faq.md"), "The refund policy covers gifts.\n")
-            .unwrap_or_default();
+        std::fs::write(
+            root.join("data/policy.txt"),
+            "Refunds within 30 days.\nShipping is free.\n",
+        )
+        .unwrap_or_default();
+        std::fs::write(
+            root.join("data/sub/faq.md"),
+            "The refund policy covers gifts.\n",
+        )
+        .unwrap_or_default();
         std::fs::write(root.join("secret.txt"), "refund password hunter2\n").unwrap_or_default();
         let found = search(root, "data", "refund policy").unwrap_or_else(|e| e);
         assert_eq!(
@@ -639,7 +645,11 @@ mod tests {
         );
         assert!(search(root, "../", "xy").unwrap_err().contains("outside"));
         assert!(search(root, "/etc", "xy").unwrap_err().contains("absolute"));
-        assert!(search(root, "nope", "xy").unwrap_err().contains("does not exist"));
+        assert!(
+            search(root, "nope", "xy")
+                .unwrap_err()
+                .contains("does not exist")
+        );
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(root.join("secret.txt"), root.join("data/link.txt"))

@@ -236,6 +236,11 @@ pub struct CaseResult {
     /// Assertion outcomes; the schema is owned by the assertions module.
     pub assertions: Vec<serde_json::Value>,
     pub passed: Option<bool>,
+    /// What a prompting technique adds: every backend call, the vote, the ReAct trace, the
+    /// generated prompt, step outputs. The schema is owned by the execution module
+    /// (`execution::TechniqueRecord`). Absent in results written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub technique: Option<serde_json::Value>,
 }
 
 /// Counts of what an import added (already-present items are not counted).
@@ -376,6 +381,7 @@ mod tests {
             cached: false,
             assertions: vec![],
             passed: None,
+            technique: None,
         };
         assert_eq!(pass_rate(std::slice::from_ref(&r)), None);
         let mut v = vec![r.clone()];

@@ -254,6 +254,7 @@ mod tests {
             cached: i % 2 == 0,
             assertions: vec![serde_json::json!({"i": i})],
             passed: Some(i % 3 != 0),
+            technique: None,
         }
     }
 

@@ -55,7 +55,25 @@ fn result(case: u32, sample: u32, passed: Option<bool>, cost: f64) -> CaseResult
         cached: false,
         assertions: vec![serde_json::json!({"kind": "contains", "ok": true})],
         passed,
+        // Some results carry a technique record, so export/import round trips cover it.
+        technique: (sample % 2 == 1).then(|| {
+            serde_json::json!({"kind": "self-consistency", "calls": [],
+                "votes": {"answers": ["7", null], "answer": "7",
+                          "distribution": [["7", 1]], "agreement": 0.5}})
+        }),
     }
+}
+
+#[test]
+fn results_written_before_technique_records_still_read() {
+    let mut old = serde_json::to_value(result(0, 0, Some(true), 0.5)).unwrap();
+    assert!(old.get("technique").is_none(), "absent when None: {old}");
+    old.as_object_mut().unwrap().remove("technique");
+    let read: CaseResult = serde_json::from_value(old).unwrap();
+    assert_eq!(read.technique, None);
+    let with = result(0, 1, Some(true), 0.5);
+    let back: CaseResult = serde_json::from_value(serde_json::to_value(&with).unwrap()).unwrap();
+    assert_eq!(back, with);
 }
 
 /// Runs `f` against a fresh store of each backend.
