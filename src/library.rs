@@ -109,6 +109,7 @@ fn check_references(project: &Project, prompt: &PromptFile, diagnostics: &mut Ve
         .front_matter
         .technique_position
         .unwrap_or(Position::START);
+    let before = diagnostics.len();
     for referenced in technique.referenced_prompts() {
         match project.resolve_prompt(referenced, &project.root) {
             Ok(file) if file == prompt.file_name => diagnostics.push(Diagnostic::error(
@@ -123,6 +124,14 @@ fn check_references(project: &Project, prompt: &PromptFile, diagnostics: &mut Ve
             Err(message) => diagnostics.push(Diagnostic::error(&prompt.path, at, message)),
         }
     }
+    // A chain of steps or generators that leads back to an earlier prompt would never end.
+    // Only checked when every direct reference resolved, so a problem is reported once.
+    if diagnostics.len() == before && !technique.referenced_prompts().is_empty() {
+        let mut references = |name: &str| Ok(technique_references(project, name));
+        if let Err(message) = crate::execution::plan::check_chain(&prompt.name, &mut references) {
+            diagnostics.push(Diagnostic::error(&prompt.path, at, message));
+        }
+    }
     if let prompt::technique::Technique::React { tools, .. } = technique {
         for tool in tools {
             if project.config.tool_description(tool).is_none() {
@@ -135,6 +144,31 @@ fn check_references(project: &Project, prompt: &PromptFile, diagnostics: &mut Ve
                 ));
             }
         }
+    }
+}
+
+/// The prompts a library prompt's technique runs, read without checking anything else (a
+/// prompt that cannot be read references nothing here; loading it reports why).
+fn technique_references(project: &Project, name: &str) -> Vec<String> {
+    let Ok(file) = project.resolve_prompt(name, &project.root) else {
+        return Vec::new();
+    };
+    let path = project.workspace().display_path(&file);
+    let Ok(text) = user_file::read_text(&path) else {
+        return Vec::new();
+    };
+    match prompt::parse_prompt(&file, path, &text) {
+        Ok((prompt, _)) => prompt
+            .front_matter
+            .technique
+            .map(|t| {
+                t.referenced_prompts()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
     }
 }
 

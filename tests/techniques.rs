@@ -210,6 +210,18 @@ fn self_consistency_votes_over_a_split_sample() {
 }
 
 #[test]
+fn self_consistency_can_grade_the_winning_sample() {
+    let fixture = Fixture::new(&["Answer: 8", "3 + 4 = 7\nAnswer: 7", "so 7"], None, "");
+    fixture.project.write(
+        "prompts/sc.prompty",
+        SELF_CONSISTENCY.replace("samples: 5,", "samples: 3, output: sample,"),
+    );
+    let run = fixture.run(&["run", "sc"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, "3 + 4 = 7\nAnswer: 7\n");
+}
+
+#[test]
 fn metaprompt_runs_two_stages_and_versions_the_generated_prompt() {
     let fixture = Fixture::new(
         &[
@@ -337,7 +349,7 @@ fn react_stops_at_the_step_limit() {
     let fixture = Fixture::new(&["Thought: again\nAction: calculator[1 + 1]"], None, "");
     fixture.project.write(
         "prompts/agent.prompty",
-        &REACT.replace("max_steps: 4", "max_steps: 2"),
+        REACT.replace("max_steps: 4", "max_steps: 2"),
     );
     fixture.project.write(
         "prompts/agent.tests.yaml",
@@ -456,6 +468,15 @@ fn steps_chain_outputs_into_variables_and_cycles_are_refused() {
         cycle.stderr
     );
     assert_eq!(fixture.model.count(), before);
+    let check = fixture.run(&["check", "a"]);
+    assert_eq!(check.code, 2, "{check:?}");
+    assert!(
+        check
+            .stderr
+            .contains("prompts/a.prompty:2:12: error: the prompts form a cycle: a -> b -> a"),
+        "{}",
+        check.stderr
+    );
 }
 
 const GREETING_TESTS: &str = "- description: hello

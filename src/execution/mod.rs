@@ -31,7 +31,7 @@ use crate::backend::{Backend, BackendError, ChatRequest, Chunk, Usage};
 use crate::diagnostic::Diagnostic;
 use crate::library::{self, PromptUnit};
 use crate::project::Project;
-use crate::prompt::technique::Technique;
+use crate::prompt::technique::{Technique, VoteOutput};
 use crate::prompt::{Message, Parameters, Role};
 use crate::store::UnitFiles;
 use crate::suite::evaluate::{
@@ -349,7 +349,7 @@ pub async fn execute_case(
     exec.units
         .insert(input.unit.prompt.name.clone(), input.unit.clone());
     exec.check_chain()?;
-    exec.check_tools(&input.unit.prompt.name)?;
+    exec.check_tools()?;
 
     let top = Target {
         unit: input.unit.clone(),
@@ -548,7 +548,7 @@ impl Exec<'_> {
     }
 
     /// Every prompt of the chain may only name tools that are built in or allow-listed.
-    fn check_tools(&self, _root: &str) -> Result<(), ExecutionError> {
+    fn check_tools(&self) -> Result<(), ExecutionError> {
         for unit in self.units.values() {
             if let Some(Technique::React { tools, .. }) = &unit.prompt.front_matter.technique {
                 for tool in tools {
@@ -629,7 +629,10 @@ impl Exec<'_> {
                     Ok(PromptResult::plain(record.text, rendered.messages))
                 }
                 Some(Technique::SelfConsistency {
-                    samples, extract, ..
+                    samples,
+                    extract,
+                    output,
+                    ..
                 }) => {
                     let rendered = self.render(&target, &Map::new())?;
                     let technique = target.unit.prompt.front_matter.technique.clone();
@@ -642,6 +645,7 @@ impl Exec<'_> {
                         None => rendered.parameters.overlay(self.input.parameters),
                     };
                     let mut answers = Vec::new();
+                    let mut texts = Vec::new();
                     for i in 0..samples {
                         let call = Call {
                             stage: Self::stage(&target, &format!("sample {}/{samples}", i + 1)),
@@ -660,6 +664,7 @@ impl Exec<'_> {
                         };
                         let record = self.call(call).await?;
                         answers.push(extract_answer(&extract, &record.text));
+                        texts.push(record.text);
                     }
                     let vote = majority_vote(&answers);
                     if vote.answer.is_none() {
@@ -668,8 +673,16 @@ impl Exec<'_> {
                             target.unit.prompt.name
                         ));
                     }
+                    let graded = match (output, &vote.answer) {
+                        (VoteOutput::Sample, Some(winner)) => answers
+                            .iter()
+                            .position(|a| a.as_ref() == Some(winner))
+                            .and_then(|i| texts.get(i).cloned())
+                            .unwrap_or_default(),
+                        (_, answer) => answer.clone().unwrap_or_default(),
+                    };
                     Ok(PromptResult {
-                        output: vote.answer.clone().unwrap_or_default(),
+                        output: graded,
                         messages: rendered.messages,
                         votes: Some(Votes {
                             answers,

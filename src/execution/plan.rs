@@ -238,6 +238,7 @@ mod tests {
             samples: 5,
             temperature: Some(0.7),
             extract: crate::prompt::technique::Extractor::LastNumber,
+            output: Default::default(),
         };
         let prompt = Parameters {
             temperature: Some(0.0),

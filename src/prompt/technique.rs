@@ -31,6 +31,10 @@ pub enum Technique {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         temperature: Option<f64>,
         extract: Extractor,
+        /// What the assertions see: the voted answer (default) or the full text of the first
+        /// sample that gave it.
+        #[serde(default, skip_serializing_if = "VoteOutput::is_answer")]
+        output: VoteOutput,
     },
     /// Stage 1 runs `generator`, whose output becomes variable `variable` of this prompt.
     Metaprompt {
@@ -69,6 +73,23 @@ pub enum Extractor {
     Regex(String),
 }
 
+/// The output a self-consistency case is graded on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VoteOutput {
+    /// The extracted answer that won the vote, e.g. `36`.
+    #[default]
+    Answer,
+    /// The whole text of the first sample whose answer won, reasoning included.
+    Sample,
+}
+
+impl VoteOutput {
+    pub fn is_answer(&self) -> bool {
+        *self == VoteOutput::Answer
+    }
+}
+
 fn default_generated_variable() -> String {
     "generated_prompt".to_owned()
 }
@@ -94,6 +115,7 @@ impl Technique {
                 samples,
                 temperature,
                 extract,
+                ..
             } => {
                 if !(2..=64).contains(samples) {
                     return Err(format!(
@@ -240,7 +262,7 @@ mod tests {
             "last-number",
             "option-letter",
             "{json-field: answer}",
-            "{regex: 'Answer: (\\d+)'}",
+            "{regex: 'Answer: (\\d+)'}\noutput: sample",
         ] {
             let t = technique(&format!(
                 "kind: self-consistency\nsamples: 5\nextract: {extract}\n"
