@@ -112,8 +112,11 @@ Problems are printed as `file:line:col: error: message`; exit 0 when clean, 2 ot
   promptdeck run cot/math --case apples                 on the prompt's backend (default: local)
   promptdeck run cot/math --case-index 2 --backend gpt-4o-mini --temperature 0.7 --seed 7
   promptdeck run hello --var question='Why is the sky blue?' > answer.txt
+  promptdeck run cot/self-consistency --case 'age puzzle'     5 samples and a majority vote
+  promptdeck run react/tools --case percentage                 a ReAct loop; the trace goes to stderr
 
-The answer goes to stdout; the run id, timings, tokens and cost go to stderr.")]
+The answer goes to stdout; the run id, timings, tokens, cost and a technique's votes, trace or
+generated prompt go to stderr. Model-graded assertions use the judge backend ([defaults] judge).")]
     Run(RunCommand),
     /// Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models) over a backend.
     #[command(after_help = "Examples:

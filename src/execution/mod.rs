@@ -1194,3 +1194,220 @@ impl Judge for Replies {
             .unwrap_or_else(|| Err("the judge was not asked".to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+    use futures_util::stream::BoxStream;
+
+    use super::*;
+    use crate::backend::{Done, FinishReason};
+
+    /// Answers each request with the next scripted reply, in two chunks; `None` never answers
+    /// (a call that hangs until cancelled).
+    struct Scripted {
+        replies: Mutex<Vec<Option<String>>>,
+        requests: Mutex<Vec<ChatRequest>>,
+    }
+
+    impl Scripted {
+        fn new(replies: &[Option<&str>]) -> Scripted {
+            Scripted {
+                replies: Mutex::new(replies.iter().rev().map(|r| r.map(str::to_owned)).collect()),
+                requests: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Backend for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+
+        fn stream(&self, req: ChatRequest) -> BoxStream<'static, Result<Chunk, BackendError>> {
+            self.requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(req);
+            let reply = self
+                .replies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .flatten();
+            match reply {
+                None => Box::pin(futures_util::stream::pending()),
+                Some(text) => {
+                    let mid = text.len() / 2;
+                    let done = Chunk::Done(Box::new(Done {
+                        finish_reason: FinishReason::Stop,
+                        usage: Usage {
+                            input_tokens: 3,
+                            output_tokens: 2,
+                        },
+                        cached: false,
+                        cost: Some(0.5),
+                        warnings: Vec::new(),
+                    }));
+                    let chunks = vec![
+                        Ok(Chunk::Text(text[..mid].to_owned())),
+                        Ok(Chunk::Text(text[mid..].to_owned())),
+                        Ok(done),
+                    ];
+                    Box::pin(futures_util::stream::iter(chunks))
+                }
+            }
+        }
+
+        fn list_models(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Project) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        for (path, text) in files {
+            let full = dir.path().join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+            }
+            std::fs::write(full, text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let project = Project {
+            root: dir.path().to_path_buf(),
+            config: crate::project::Config::default(),
+        };
+        (dir, project)
+    }
+
+    async fn execute(
+        project: &Project,
+        name: &str,
+        backend: &Scripted,
+        cancel: &Cancel,
+        events: EventSink<'_>,
+    ) -> Result<CaseExecution, ExecutionError> {
+        let (unit, _) = library::load_unit(project, &format!("{name}.prompty"))
+            .unwrap_or_else(|d| panic!("{d:?}"));
+        let input = CaseInput {
+            project,
+            unit: &unit,
+            case: None,
+            overrides: &Map::new(),
+            parameters: &Parameters::default(),
+            backend,
+            backend_name: "scripted",
+            judges: &Judges::default(),
+            sample: 0,
+            no_cache: false,
+        };
+        execute_case(&input, events, cancel).await
+    }
+
+    #[tokio::test]
+    async fn plain_prompts_stream_their_answer_as_events() {
+        let (_dir, project) = project(&[("prompts/hi.prompty", "Say hi.\n")]);
+        let backend = Scripted::new(&[Some("Hello there")]);
+        let seen = Mutex::new(Vec::new());
+        let sink = |e: Event| seen.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+        let done = execute(&project, "hi", &backend, &Cancel::never(), &sink).await;
+        let done = done.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(done.output, "Hello there");
+        assert_eq!(
+            (done.kind.as_str(), done.status),
+            ("plain", ExecutionStatus::Complete)
+        );
+        assert_eq!(done.cost, Some(0.5));
+        assert_eq!(
+            seen.into_inner().unwrap_or_default(),
+            vec![
+                Event::Started {
+                    call: 0,
+                    stage: "main".to_owned(),
+                    answer: true
+                },
+                Event::Text {
+                    call: 0,
+                    text: "Hello".to_owned()
+                },
+                Event::Text {
+                    call: 0,
+                    text: " there".to_owned()
+                },
+                Event::Finished { call: 0 },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelling_keeps_the_calls_made_so_far() {
+        let prompt = "---\ntechnique: {kind: self-consistency, samples: 3, extract: last-number}\n---\nCount.\n";
+        let (_dir, project) = project(&[("prompts/sc.prompty", prompt)]);
+        // The second sample never answers; cancelling stops it.
+        let backend = Scripted::new(&[Some("Answer: 4"), None]);
+        let (handle, cancel) = Cancel::new();
+        let handle = Mutex::new(Some(handle));
+        let sink = |e: Event| {
+            if let Event::Started { call: 1, .. } = e {
+                if let Some(h) = handle.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    h.cancel();
+                }
+            }
+        };
+        let done = execute(&project, "sc", &backend, &cancel, &sink).await;
+        let done = done.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(done.status, ExecutionStatus::Interrupted);
+        assert_eq!(done.calls.len(), 2);
+        assert_eq!(done.calls[1].error.as_deref(), Some("interrupted"));
+        assert_eq!(done.verdict, None);
+    }
+
+    /// The run matrix spawns executions on the runtime: the future must be `Send`.
+    #[allow(dead_code)]
+    fn execute_case_is_send(input: &CaseInput<'_>, events: EventSink<'_>, cancel: &Cancel) {
+        fn send<T: Send>(_: T) {}
+        send(execute_case(input, events, cancel));
+    }
+
+    #[test]
+    fn shipped_judge_prompts_render() {
+        let (_dir, project) = project(&[]);
+        for (file, builtin, vars) in [
+            (
+                RUBRIC_JUDGE_FILE,
+                BUILTIN_RUBRIC_JUDGE,
+                vec!["output", "rubric"],
+            ),
+            (
+                CLOSEDQA_JUDGE_FILE,
+                BUILTIN_CLOSEDQA_JUDGE,
+                vec!["task", "output", "criterion"],
+            ),
+        ] {
+            let (prompt, warnings) = crate::prompt::parse_prompt(file, file.into(), builtin)
+                .unwrap_or_else(|d| panic!("{d:?}"));
+            assert!(warnings.is_empty(), "{warnings:?}");
+            let unit = PromptUnit {
+                prompt,
+                suite: None,
+                tests_path: None,
+            };
+            let values: Map<String, Value> = vars
+                .iter()
+                .map(|v| ((*v).to_owned(), Value::String(format!("<{v}>"))))
+                .collect();
+            let rendered = library::render_case_with(&project, &unit, None, &values, &Map::new())
+                .unwrap_or_else(|d| panic!("{d}"));
+            assert_eq!(rendered.messages.len(), 2, "{file}");
+            assert_eq!(rendered.parameters.temperature, Some(0.0));
+            for v in vars {
+                assert!(
+                    rendered.messages[1].content.contains(&format!("<{v}>")),
+                    "{file}: {v}"
+                );
+            }
+        }
+    }
+}
