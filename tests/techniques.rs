@@ -544,9 +544,27 @@ fn model_graded_assertions_use_the_judge_backend() {
         run.stderr
     );
     let stored = fixture.stored_result("greet");
-    let calls = &stored["technique"];
-    assert!(calls.is_null(), "a plain prompt stores no technique record");
     assert_eq!(stored["passed"], true);
+    // The judge calls are stored beside the answer's, marked as a judge's.
+    let calls = stored["technique"]["calls"].as_array().cloned().unwrap_or_default();
+    let stages: Vec<(&str, &str, bool)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["stage"].as_str().unwrap_or_default(),
+                c["backend"].as_str().unwrap_or_default(),
+                c["judge"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("main", "api", false),
+            ("judge llm-rubric", "grader", true),
+            ("judge model-graded-closedqa", "grader", true)
+        ]
+    );
 }
 
 #[test]

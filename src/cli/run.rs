@@ -242,7 +242,9 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
             .filter_map(|r| serde_json::to_value(r).ok())
             .collect(),
         passed: executed.verdict.as_ref().map(|v| v.pass),
-        technique: (executed.kind != "plain")
+        // A plain call is fully described by the fields above; anything more (samples, stages,
+        // tool turns, judge calls) is kept in the technique record.
+        technique: (executed.kind != "plain" || executed.calls.len() > 1)
             .then(|| serde_json::to_value(executed.technique_record()).ok())
             .flatten(),
     };
