@@ -734,10 +734,20 @@ mod tests {
     }
 
     #[test]
+    fn the_judge_must_be_a_configured_backend() {
+        let config = parse("[defaults]\njudge = \"local\"\n").unwrap();
+        assert_eq!(config.judge.as_deref(), Some("local"));
+        assert_eq!(
+            parse("[defaults]\njudge = \"gpt\"\n").unwrap_err(),
+            "promptdeck.toml:2:1: error: defaults.judge `gpt` is not a configured backend (configured: local)"
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_wrong_types_are_located() {
         assert_eq!(
             parse("[defaults]\nbakend = \"x\"\n").unwrap_err(),
-            "promptdeck.toml:2:1: error: unknown field `bakend`, expected one of `backend`, `parameters`, `theme`"
+            "promptdeck.toml:2:1: error: unknown field `bakend`, expected one of `backend`, `parameters`, `theme`, `judge`"
         );
         assert_eq!(
             parse("[backends.gpt]\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\nconcurrency = \"lots\"\n").unwrap_err(),

@@ -546,7 +546,10 @@ fn model_graded_assertions_use_the_judge_backend() {
     let stored = fixture.stored_result("greet");
     assert_eq!(stored["passed"], true);
     // The judge calls are stored beside the answer's, marked as a judge's.
-    let calls = stored["technique"]["calls"].as_array().cloned().unwrap_or_default();
+    let calls = stored["technique"]["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let stages: Vec<(&str, &str, bool)> = calls
         .iter()
         .map(|c| {
