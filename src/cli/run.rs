@@ -84,28 +84,9 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
     let overrides = super::render::parse_overrides(&unit.prompt, &args.target.vars)?;
     // Judges are configuration: a model-graded assertion without one stops here, before a
     // backend is opened or a run recorded.
-    let judge_names = match case {
-        Some(case) => {
-            execution::plan::judges_for_case(case, project.config.judge.as_deref(), &|name| {
-                project.config.backends.contains_key(name)
-            })
-            .map_err(CliError::Usage)?
-        }
-        None => Vec::new(),
-    };
+    let judge_names = open_judges_plan(project, case.into_iter())?;
     let opened = open_backend(project, &backend_name)?;
-    let mut judges = execution::Judges {
-        default: project.config.judge.clone(),
-        backends: Default::default(),
-    };
-    for name in judge_names {
-        let backend = if name == backend_name {
-            Arc::clone(&opened.backend)
-        } else {
-            open_backend(project, &name)?.backend
-        };
-        judges.backends.insert(name, backend);
-    }
+    let judges = open_judges(project, judge_names, (&backend_name, &opened.backend))?;
 
     let (snapshot, _) = library::unit_files(project, file).map_err(CliError::Diagnostics)?;
     let store = project.open_store()?;
@@ -303,6 +284,49 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
             Ok(Exit::TestsFailed)
         }
     }
+}
+
+/// The judge backends the cases' model-graded assertions need, checked against the
+/// configuration (an error names the case and says how to configure a judge).
+pub fn open_judges_plan<'a>(
+    project: &Project,
+    cases: impl Iterator<Item = &'a crate::suite::TestCase>,
+) -> Result<Vec<String>, CliError> {
+    let mut names: Vec<String> = Vec::new();
+    for case in cases {
+        let needed =
+            execution::plan::judges_for_case(case, project.config.judge.as_deref(), &|name| {
+                project.config.backends.contains_key(name)
+            })
+            .map_err(CliError::Usage)?;
+        for name in needed {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Opens the named judge backends, reusing `already` (a backend the run opened anyway).
+pub fn open_judges(
+    project: &Project,
+    names: Vec<String>,
+    already: (&str, &Arc<dyn Backend>),
+) -> Result<execution::Judges, CliError> {
+    let mut judges = execution::Judges {
+        default: project.config.judge.clone(),
+        backends: Default::default(),
+    };
+    for name in names {
+        let backend = if name == already.0 {
+            Arc::clone(already.1)
+        } else {
+            open_backend(project, &name)?.backend
+        };
+        judges.backends.insert(name, backend);
+    }
+    Ok(judges)
 }
 
 /// Prints streamed text: the answer's call to stdout as it arrives, other calls' stages as
