@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod compare;
 pub mod diagnostic;
 pub mod diff;
 pub mod execution;
