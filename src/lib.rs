@@ -13,6 +13,8 @@ pub mod local;
 pub mod project;
 pub mod prompt;
 pub mod refs;
+pub mod report;
+pub mod run;
 pub mod store;
 pub mod suite;
 pub mod user_file;
