@@ -4,13 +4,16 @@
 //! 0 ok, 1 tests failed, 2 usage, config or input error.
 
 pub mod bench;
+pub mod bench_harness;
 pub mod check;
 pub mod diff;
 pub mod init;
 pub mod local;
+pub mod matrix;
 pub mod render;
 pub mod run;
 pub mod serve;
+pub mod test;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
@@ -115,6 +118,9 @@ Problems are printed as `file:line:col: error: message`; exit 0 when clean, 2 ot
 
 The answer goes to stdout; the run id, timings, tokens and cost go to stderr.")]
     Run(RunCommand),
+    /// Run every test case, compare with the baseline, write reports; exit 1 on failures.
+    #[command(after_help = test::AFTER_HELP)]
+    Test(test::TestArgs),
     /// Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models) over a backend.
     #[command(after_help = "Examples:
   promptdeck serve                                  the embedded local model on 127.0.0.1:8080
@@ -243,7 +249,10 @@ Binds loopback unless --host says otherwise; there is no authentication.")]
         file: PathBuf,
     },
     /// Measure promptdeck's own speed.
-    #[command(subcommand, after_help = "Examples:\n  promptdeck bench store")]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  promptdeck bench store\n  promptdeck bench harness --cases 2000 --concurrency 16"
+    )]
     Bench(BenchCommand),
     /// Print a shell completion script.
     #[command(
@@ -305,6 +314,19 @@ pub enum LabelCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Time `promptdeck test` itself: N cases × 3 assertions against an instant loopback server.
+    #[command(
+        after_help = "Example:\n  promptdeck bench harness --cases 2000 --concurrency 16\n\nPrints wall time, peak RSS (VmHWM) and results per second; every result is stored."
+    )]
+    Harness {
+        #[arg(long, default_value_t = 2000)]
+        cases: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
+        /// Keep the generated project in DIR (default: a temporary folder, removed).
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
     /// Load time, prefill and decode tok/s, time to first token and peak memory of the local model.
     #[command(
         after_help = "Example:\n  promptdeck bench local --prompt-tokens 128 --tokens 64\n\nRuns both weight layouts (Q8_0 repack and exact Q4_1). CANDLE_NUM_THREADS sets the matmul threads."
@@ -434,6 +456,10 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             let project = Project::discover(&cwd, cli.project.as_deref())?;
             run::run(&project, &cwd, &command)
         }
+        Command::Test(args) => {
+            let project = Project::discover(&cwd, cli.project.as_deref())?;
+            test::run(&project, &cwd, &args)
+        }
         Command::Commit { prompt, message } => versions::commit(
             &Project::discover(&cwd, cli.project.as_deref())?,
             &cwd,
@@ -528,6 +554,15 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             };
             bench::local(project.as_ref(), &args)
         }
+        Command::Bench(BenchCommand::Harness {
+            cases,
+            concurrency,
+            keep,
+        }) => bench_harness::harness(&bench_harness::HarnessArgs {
+            cases,
+            concurrency,
+            keep: keep.map(|k| cwd.join(k)),
+        }),
         Command::Bench(BenchCommand::Store {
             versions,
             outputs,
