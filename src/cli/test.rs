@@ -215,9 +215,10 @@ pub fn execute(
     let result = matrix::run_matrix(project, units, &options, &mut read_baseline)?;
 
     // Each case's samples add up to its verdict.
+    let grouped = matrix::by_case(&result);
     let mut outcomes = Vec::new();
     let mut results = 0;
-    for ((unit_index, backend_index, case_index), jobs) in matrix::by_case(&result) {
+    for ((unit_index, backend_index, case_index), jobs) in grouped {
         let unit = &result.inputs.units[unit_index];
         let case = &unit.cases[case_index];
         let backend = &result.inputs.backends[backend_index];

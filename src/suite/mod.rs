@@ -7,6 +7,7 @@
 
 pub mod assertion;
 pub mod evaluate;
+pub mod regex_cache;
 
 use std::collections::BTreeMap;
 use std::path::Path;
