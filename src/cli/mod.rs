@@ -115,8 +115,14 @@ Problems are printed as `file:line:col: error: message`; exit 0 when clean, 2 ot
   promptdeck run cot/math --case apples                 on the prompt's backend (default: local)
   promptdeck run cot/math --case-index 2 --backend gpt-4o-mini --temperature 0.7 --seed 7
   promptdeck run hello --var question='Why is the sky blue?' > answer.txt
+  promptdeck run cot/math --all-cases --backend local,gpt-4o-mini --samples 3
+  promptdeck run cot/math --all-cases --format json > results.json
 
-The answer goes to stdout; the run id, timings, tokens and cost go to stderr.")]
+One case on one backend streams its answer to stdout; several cases, backends or samples run
+concurrently within each backend's limits with a progress bar on stderr, and print each answer
+(or, with --format json, every result) when done. Results are stored as they finish; Ctrl-C
+keeps the finished ones and marks the run interrupted. Run id, timings, tokens and cost go to
+stderr.")]
     Run(RunCommand),
     /// Run every test case, compare with the baseline, write reports; exit 1 on failures.
     #[command(after_help = test::AFTER_HELP)]
@@ -282,9 +288,19 @@ pub struct CaseArgs {
 pub struct RunCommand {
     #[command(flatten)]
     pub target: CaseArgs,
-    /// A backend from promptdeck.toml (default: the prompt's `model.backend`, then `defaults.backend`).
-    #[arg(long)]
-    pub backend: Option<String>,
+    /// Backends from promptdeck.toml, comma-separated (default: the prompt's `model.backend`,
+    /// then `defaults.backend`).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub backend: Vec<String>,
+    /// Run every case of the prompt's tests file.
+    #[arg(long, conflicts_with_all = ["case", "case_index"])]
+    pub all_cases: bool,
+    /// Run each case N times (independent samples; the cache keeps them apart).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub samples: u32,
+    /// `json`: every result as JSON on stdout once the run ends, instead of streaming the answer.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
     #[arg(long)]
     pub temperature: Option<f64>,
     #[arg(long)]
