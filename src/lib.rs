@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod diagnostic;
 pub mod diff;
+pub mod import;
 pub mod library;
 pub mod local;
 pub mod project;

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_harness;
 pub mod check;
 pub mod diff;
+pub mod import_promptfoo;
 pub mod init;
 pub mod local;
 pub mod matrix;
@@ -127,6 +128,15 @@ stderr.")]
     /// Run every test case, compare with the baseline, write reports; exit 1 on failures.
     #[command(after_help = test::AFTER_HELP)]
     Test(test::TestArgs),
+    /// Convert a promptfoo config into promptdeck prompts, tests files and backends.
+    #[command(name = "import-promptfoo", after_help = import_promptfoo::AFTER_HELP)]
+    ImportPromptfoo {
+        /// The promptfoo config (promptfooconfig.yaml).
+        config: PathBuf,
+        /// Where to write the project (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models) over a backend.
     #[command(after_help = "Examples:
   promptdeck serve                                  the embedded local model on 127.0.0.1:8080
@@ -471,6 +481,9 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
         Command::Run(command) => {
             let project = Project::discover(&cwd, cli.project.as_deref())?;
             run::run(&project, &cwd, &command)
+        }
+        Command::ImportPromptfoo { config, out } => {
+            import_promptfoo::run(&cwd, &config, out.as_deref())
         }
         Command::Test(args) => {
             let project = Project::discover(&cwd, cli.project.as_deref())?;

@@ -54,7 +54,7 @@ static MARKER: LazyLock<regex::Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 
-fn marker_role(line: &str) -> Option<Role> {
+pub fn marker_role(line: &str) -> Option<Role> {
     let caps = MARKER.captures(line.trim_end_matches('\r'))?;
     match caps.get(1)?.as_str().to_ascii_lowercase().as_str() {
         "system" => Some(Role::System),
