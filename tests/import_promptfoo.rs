@@ -51,7 +51,10 @@ fn tree(dir: &Path) -> String {
 fn converts_the_documented_configs_into_checked_projects() {
     for name in ["getting-started", "chat", "providers"] {
         let dir = tempfile::tempdir().expect("temp dir");
-        let out = run_in(dir.path(), &["import-promptfoo", &fixture(name), "--out", "converted"]);
+        let out = run_in(
+            dir.path(),
+            &["import-promptfoo", &fixture(name), "--out", "converted"],
+        );
         assert_eq!(out.code, 0, "{name}: {out:?}");
         let converted = dir.path().join("converted");
         insta::assert_snapshot!(
@@ -65,23 +68,39 @@ fn converts_the_documented_configs_into_checked_projects() {
         );
         let check = run_in(&converted, &["check"]);
         assert_eq!(check.code, 0, "{name}: {check:?}");
-        assert!(check.stderr.contains("0 errors") || check.stdout.contains("0 errors"), "{check:?}");
+        assert!(
+            check.stderr.contains("0 errors") || check.stdout.contains("0 errors"),
+            "{check:?}"
+        );
         // Importing again never overwrites.
-        let again = run_in(dir.path(), &["import-promptfoo", &fixture(name), "--out", "converted"]);
+        let again = run_in(
+            dir.path(),
+            &["import-promptfoo", &fixture(name), "--out", "converted"],
+        );
         assert_eq!(again.code, 2, "{again:?}");
-        assert!(again.stderr.contains("not overwriting existing files"), "{again:?}");
+        assert!(
+            again.stderr.contains("not overwriting existing files"),
+            "{again:?}"
+        );
     }
 }
 
 #[test]
 fn broken_configs_are_located() {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("bad.yaml"), "prompts: [\n  'a'\nproviders: x\n").expect("write");
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "prompts: [\n  'a'\nproviders: x\n",
+    )
+    .expect("write");
     let out = run_in(dir.path(), &["import-promptfoo", "bad.yaml"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.starts_with("bad.yaml:"), "{out:?}");
     std::fs::write(dir.path().join("empty.yaml"), "tests: []\n").expect("write");
     let out = run_in(dir.path(), &["import-promptfoo", "empty.yaml"]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("the config has no `prompts`"), "{out:?}");
+    assert!(
+        out.stderr.contains("the config has no `prompts`"),
+        "{out:?}"
+    );
 }

@@ -72,6 +72,10 @@ impl Answers {
             .unwrap_or_default()
             .to_owned();
         let n = self.count.fetch_add(1, Ordering::SeqCst);
+        if question == "slow" {
+            // Headers, then nothing: the request hangs until the client gives up on it.
+            return Reply::Stall(vec![server::sse_head()]);
+        }
         let answer = if self.flaky.load(Ordering::SeqCst) && n % 3 == 0 {
             "no idea".to_owned()
         } else {
@@ -168,18 +172,27 @@ fn exit_codes_0_1_2() {
     );
     assert!(failed.stdout.contains("      output: five"), "{failed:?}");
     // Plain progress lines on a non-terminal stderr: the failure and the tenths.
-    assert!(failed.stderr.contains("FAIL qa \"sum\" [mock]"), "{failed:?}");
+    assert!(
+        failed.stderr.contains("FAIL qa \"sum\" [mock]"),
+        "{failed:?}"
+    );
     assert!(failed.stderr.contains("[2/2] 1 failed"), "{failed:?}");
 
     // A template error is a configuration error: exit 2 with the file's position.
-    f.project
-        .write("prompts/broken.prompty", "---\nname: broken\n---\n{{ missing }}\n");
-    f.project
-        .write("prompts/broken.tests.yaml", "- description: one\n  vars: {q: x}\n");
+    f.project.write(
+        "prompts/broken.prompty",
+        "---\nname: broken\n---\n{{ missing }}\n",
+    );
+    f.project.write(
+        "prompts/broken.tests.yaml",
+        "- description: one\n  vars: {q: x}\n",
+    );
     let broken = f.run(&["test"]);
     assert_eq!(broken.code, 2, "{broken:?}");
     assert!(
-        broken.stderr.contains("prompts/broken.prompty:4:4: error: undefined variable `missing`"),
+        broken
+            .stderr
+            .contains("prompts/broken.prompty:4:4: error: undefined variable `missing`"),
         "{broken:?}"
     );
     let unknown = f.run(&["test", "qa", "--backend", "nope"]);
@@ -221,10 +234,15 @@ fn baseline_label_regressions_and_update() {
         "{second:?}"
     );
     assert!(
-        second.stdout.contains("NEW        qa \"extra\" [mock] pass"),
+        second
+            .stdout
+            .contains("NEW        qa \"extra\" [mock] pass"),
         "{second:?}"
     );
-    assert!(second.stdout.contains("(compared with label baseline)"), "{second:?}");
+    assert!(
+        second.stdout.contains("(compared with label baseline)"),
+        "{second:?}"
+    );
     assert!(
         second
             .stderr
@@ -253,7 +271,10 @@ fn baseline_label_regressions_and_update() {
     let run_id = oldest["id"].as_str().expect("run id");
     let by_run = f.run(&["test", "--no-cache", "--baseline", run_id]);
     assert!(by_run.stdout.contains("(compared with run "), "{by_run:?}");
-    assert!(by_run.stdout.contains("NEW        qa \"extra\""), "{by_run:?}");
+    assert!(
+        by_run.stdout.contains("NEW        qa \"extra\""),
+        "{by_run:?}"
+    );
     let missing = f.run(&["test", "--baseline", "prod"]);
     assert_eq!(missing.code, 2, "{missing:?}");
 }
@@ -271,7 +292,10 @@ fn baseline_file_round_trip_on_a_fresh_checkout() {
         "--update-baseline",
     ]);
     assert_eq!(write.code, 1, "{write:?}");
-    assert!(write.stderr.contains("wrote baseline/qa.json (2 cases)"), "{write:?}");
+    assert!(
+        write.stderr.contains("wrote baseline/qa.json (2 cases)"),
+        "{write:?}"
+    );
     let text = f.read("baseline/qa.json");
     insta::assert_snapshot!("baseline_file", text);
 
@@ -298,7 +322,10 @@ fn baseline_file_round_trip_on_a_fresh_checkout() {
     ]);
     assert_eq!(known.code, 0, "{known:?}");
     assert!(known.stdout.contains("FAIL  qa \"sum\""), "{known:?}");
-    assert!(known.stdout.contains("(compared with baseline/qa.json)"), "{known:?}");
+    assert!(
+        known.stdout.contains("(compared with baseline/qa.json)"),
+        "{known:?}"
+    );
     let any = f.run(&["test", "--no-cache", "--baseline-file", "baseline/qa.json"]);
     assert_eq!(any.code, 1, "{any:?}");
 
@@ -333,16 +360,20 @@ fn baseline_file_round_trip_on_a_fresh_checkout() {
     );
     let removed = f.run(&["test", "--no-cache", "--baseline-file", "baseline/qa.json"]);
     assert!(
-        removed.stdout.contains("REMOVED    qa \"capital\" [mock] was pass"),
+        removed
+            .stdout
+            .contains("REMOVED    qa \"capital\" [mock] was pass"),
         "{removed:?}"
     );
     // A broken baseline file is an input error with its position.
-    f.project.write("baseline/bad.json", "{\"format\": 1,\n \"cases\": 3}");
+    f.project
+        .write("baseline/bad.json", "{\"format\": 1,\n \"cases\": 3}");
     let bad = f.run(&["test", "--baseline-file", "baseline/bad.json"]);
     assert_eq!(bad.code, 2, "{bad:?}");
     assert!(
-        bad.stderr
-            .contains("baseline/bad.json:2:11: error: not a promptdeck baseline file: invalid type"),
+        bad.stderr.contains(
+            "baseline/bad.json:2:11: error: not a promptdeck baseline file: invalid type"
+        ),
         "{bad:?}"
     );
 }
@@ -364,7 +395,10 @@ fn reports_are_written() {
     assert_eq!(out.code, 1, "{out:?}");
     let junit = f.read("reports/junit.xml");
     assert!(junit.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"promptdeck\" tests=\"2\" failures=\"1\" errors=\"0\""), "{junit}");
-    assert!(junit.contains("<testsuite name=\"qa [mock]\" tests=\"2\" failures=\"1\""), "{junit}");
+    assert!(
+        junit.contains("<testsuite name=\"qa [mock]\" tests=\"2\" failures=\"1\""),
+        "{junit}"
+    );
     assert!(
         junit.contains("<failure message=\"contains: expected output to contain &quot;4&quot;, got &quot;&lt;five&gt;"),
         "{junit}"
@@ -383,7 +417,10 @@ fn reports_are_written() {
     assert_eq!(results[1]["samples"][0]["output"], "<five> & \"six\"");
     assert_eq!(results[1]["samples"][0]["usage"]["output"], 2);
     let md = f.read("reports/summary.md");
-    assert!(md.starts_with("## ❌ promptdeck test\n\n**2** cases: **1** passed, **1** failed"), "{md}");
+    assert!(
+        md.starts_with("## ❌ promptdeck test\n\n**2** cases: **1** passed, **1** failed"),
+        "{md}"
+    );
     assert!(md.contains("| qa | sum | mock | contains |"), "{md}");
 }
 
@@ -469,11 +506,63 @@ fn run_matrix_two_backends_two_samples_json() {
     let text = f.run(&["run", "qa", "--all-cases", "--samples", "2"]);
     assert_eq!(text.code, 0, "{text:?}");
     assert!(
-        text.stdout.contains("=== qa \"capital\" [mock] sample 2 · PASS"),
+        text.stdout
+            .contains("=== qa \"capital\" [mock] sample 2 · PASS"),
         "{text:?}"
     );
     let single = f.run(&["run", "qa", "--case", "sum"]);
     assert_eq!(single.code, 0, "{single:?}");
     assert_eq!(single.stdout, "4\n");
     assert!(single.stderr.contains("case \"sum\": PASS"), "{single:?}");
+}
+
+#[test]
+fn ctrl_c_keeps_finished_results_and_marks_the_run_interrupted() {
+    let f = Fixture::new();
+    f.project.write(
+        "prompts/qa.tests.yaml",
+        format!("{TESTS}- description: slow\n  vars: {{q: slow}}\n"),
+    );
+    let mut child = common::binary()
+        .args(["test", "--no-cache"])
+        .current_dir(f.project.root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until all three requests reached the server: two answered, one hanging.
+    let start = std::time::Instant::now();
+    while f.server.count() < 3 && start.elapsed() < LIMIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sending a signal to our own child process by its id.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = bounded::wait_within(&mut child, LIMIT).expect("exits after Ctrl-C");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: 2 of 3 finished results kept; the run is marked interrupted"),
+        "{stderr}"
+    );
+    let runs = f.run(&["runs", "--format", "json"]);
+    let runs: Value = serde_json::from_str(&runs.stdout).expect("runs json");
+    assert_eq!(runs[0]["status"], "interrupted", "{runs}");
+    let shown = f.run(&[
+        "show",
+        runs[0]["id"].as_str().expect("id"),
+        "--format",
+        "json",
+    ]);
+    let shown: Value = serde_json::from_str(&shown.stdout).expect("show json");
+    assert_eq!(
+        shown["results"].as_array().map(Vec::len),
+        Some(2),
+        "{shown}"
+    );
 }

@@ -77,7 +77,10 @@ pub fn harness(args: &HarnessArgs) -> Result<Exit, CliError> {
         "  wall {:.3} s · {:.0} results/s · peak RSS {} · {} passed, {} failed · {} requests served · {} results stored",
         wall.as_secs_f64(),
         run.results as f64 / wall.as_secs_f64().max(1e-9),
-        peak.map_or_else(|| "unknown".to_owned(), |k| format!("{:.1} MB", k as f64 / 1024.0)),
+        peak.map_or_else(
+            || "unknown".to_owned(),
+            |k| format!("{:.1} MB", k as f64 / 1024.0)
+        ),
         s.passed,
         s.failed,
         served.load(Ordering::Relaxed),
@@ -167,9 +170,8 @@ fn start_server(served: Arc<AtomicUsize>) -> Result<std::net::SocketAddr, CliErr
                     let _ = stream.set_nodelay(true);
                     let served = Arc::clone(&served);
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            answer(req, Arc::clone(&served))
-                        });
+                        let service =
+                            hyper::service::service_fn(move |req| answer(req, Arc::clone(&served)));
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                             .await;
@@ -209,7 +211,8 @@ async fn answer(
     let (content_type, text) = if request["stream"].as_bool() == Some(true) {
         let chunk = json!({"id": "b", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": null}]});
         let end = json!({"id": "b", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-        let usage = json!({"id": "b", "object": "chat.completion.chunk", "choices": [], "usage": usage});
+        let usage =
+            json!({"id": "b", "object": "chat.completion.chunk", "choices": [], "usage": usage});
         (
             "text/event-stream",
             format!("data: {chunk}\n\ndata: {end}\n\ndata: {usage}\n\ndata: [DONE]\n\n"),

@@ -28,9 +28,11 @@ pub fn run(cwd: &Path, config: &Path, out: Option<&Path>) -> Result<Exit, CliErr
         crate::user_file::read_text(&path).map_err(|e| e.to_string())
     };
     let conversion = promptfoo::convert(&text, &read).map_err(|e| match e {
-        ImportError::Yaml { line, col, message } => {
-            CliError::Diagnostics(vec![Diagnostic::error(&config, Position { line, col }, message)])
-        }
+        ImportError::Yaml { line, col, message } => CliError::Diagnostics(vec![Diagnostic::error(
+            &config,
+            Position { line, col },
+            message,
+        )]),
         ImportError::Shape(message) => {
             CliError::Diagnostics(vec![Diagnostic::error(&config, Position::START, message)])
         }

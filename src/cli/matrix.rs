@@ -85,10 +85,7 @@ pub fn prepare_cases(
 
 /// Opens each backend once. The run's concurrency on a backend is its configured
 /// `concurrency` (API default 4); the local engine serves one request at a time.
-pub fn open_backends(
-    project: &Project,
-    names: &[String],
-) -> Result<Vec<BackendHandle>, CliError> {
+pub fn open_backends(project: &Project, names: &[String]) -> Result<Vec<BackendHandle>, CliError> {
     names
         .iter()
         .map(|name| {
@@ -186,8 +183,7 @@ pub fn run_matrix(
     let author = super::versions::author(project);
     let mut versions = Vec::with_capacity(units.len());
     for u in &units {
-        let (snapshot, _) =
-            library::unit_files(project, &u.file).map_err(CliError::Diagnostics)?;
+        let (snapshot, _) = library::unit_files(project, &u.file).map_err(CliError::Diagnostics)?;
         versions.push(
             store
                 .commit(&snapshot, options.message, &author)?
@@ -362,7 +358,8 @@ impl<'a> Progress<'a> {
                 if !executed.record.cached {
                     self.cost += executed.record.cost;
                 }
-                let failed = executed.record.passed == Some(false) || executed.record.error.is_some();
+                let failed =
+                    executed.record.passed == Some(false) || executed.record.error.is_some();
                 if failed {
                     self.failed += 1;
                 }

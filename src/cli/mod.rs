@@ -68,6 +68,7 @@ Examples:
   promptdeck commit cot/math -m \"tighter answer line\"
   promptdeck history cot/math
   promptdeck diff cot/math@prod working
+  promptdeck test --baseline-file tests/baseline.json --junit junit.xml
   promptdeck completions bash > ~/.local/share/bash-completion/completions/promptdeck
 
 Exit codes: 0 ok, 1 tests failed, 2 usage, config or input error.";

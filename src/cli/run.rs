@@ -274,13 +274,10 @@ fn run_matrix(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, 
         super::print_diagnostics(&case.rendered.warnings, cwd);
     }
     let backends = if args.backend.is_empty() {
-        vec![
-            prepared
-                .first()
-                .map_or_else(|| project.config.default_backend.clone(), |c| {
-                    c.rendered.backend.clone()
-                }),
-        ]
+        vec![prepared.first().map_or_else(
+            || project.config.default_backend.clone(),
+            |c| c.rendered.backend.clone(),
+        )]
     } else {
         args.backend.clone()
     };
@@ -333,7 +330,10 @@ fn run_matrix(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, 
     let mut items = Vec::new();
     let mut stdout = std::io::stdout().lock();
     for (i, job) in result.plan.jobs.iter().enumerate() {
-        let Some(executed) = result.outcome.results[i].as_ref().filter(|e| !e.interrupted) else {
+        let Some(executed) = result.outcome.results[i]
+            .as_ref()
+            .filter(|e| !e.interrupted)
+        else {
             continue;
         };
         failed |= executed.record.error.is_some();

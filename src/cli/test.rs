@@ -39,7 +39,11 @@ pub struct TestArgs {
     pub backend: Vec<String>,
     /// Compare with a label (of each prompt), a version id or a run id (default: the
     /// `baseline` label where it exists).
-    #[arg(long, value_name = "LABEL|VERSION|RUN", conflicts_with = "baseline_file")]
+    #[arg(
+        long,
+        value_name = "LABEL|VERSION|RUN",
+        conflicts_with = "baseline_file"
+    )]
     pub baseline: Option<String>,
     /// Compare with a committed baseline file (and write it with --update-baseline).
     #[arg(long, value_name = "FILE")]
@@ -140,13 +144,10 @@ pub fn execute(
         let prepared =
             matrix::prepare_cases(project, &unit, &cases, &Default::default(), &mut errors);
         let backends = if args.backend.is_empty() {
-            vec![
-                prepared
-                    .first()
-                    .map_or_else(|| project.config.default_backend.clone(), |c| {
-                        c.rendered.backend.clone()
-                    }),
-            ]
+            vec![prepared.first().map_or_else(
+                || project.config.default_backend.clone(),
+                |c| c.rendered.backend.clone(),
+            )]
         } else {
             args.backend.clone()
         };
@@ -311,7 +312,9 @@ pub fn execute(
             }
         }
         let label = match args.baseline.as_deref() {
-            Some(name) if crate::store::model::validate_label(name).is_ok() && !looks_like_id(name) => {
+            Some(name)
+                if crate::store::model::validate_label(name).is_ok() && !looks_like_id(name) =>
+            {
                 name
             }
             _ => BASELINE_LABEL,
@@ -401,7 +404,9 @@ fn baseline_from_store(
             if let Some(l) = store.get_label(prompt, label)? {
                 found = true;
                 for backend in backends_of(prompt) {
-                    cases.extend(cases_of_version(store, &l.version, prompt, backend, min_pass)?);
+                    cases.extend(cases_of_version(
+                        store, &l.version, prompt, backend, min_pass,
+                    )?);
                 }
             }
         }
@@ -572,7 +577,10 @@ fn print_report(report: &TestReport, result: &matrix::MatrixResult, green: bool)
             c.prompt,
             c.case,
             c.backend,
-            c.diff.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+            c.diff
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
         );
     }
     let runs: Vec<String> = result

@@ -82,7 +82,10 @@ pub fn convert(config: &str, read: ReadFile<'_>) -> Result<Conversion, ImportErr
                     ));
                 }
                 if value.get("maxConcurrency").is_some() {
-                    notes.push("evaluateOptions.maxConcurrency: set as `concurrency` of each backend".to_owned());
+                    notes.push(
+                        "evaluateOptions.maxConcurrency: set as `concurrency` of each backend"
+                            .to_owned(),
+                    );
                 }
             }
             other => notes.push(format!(
@@ -171,9 +174,12 @@ fn is_structured(reference: &str) -> bool {
 fn load_structured(reference: &str, read: ReadFile<'_>) -> Result<Value, ImportError> {
     let path = reference.trim_start_matches("file://");
     let text = read(path).map_err(ImportError::Shape)?;
-    yaml::parse(&text)
-        .map(|n| n.to_json())
-        .map_err(|e| ImportError::Shape(format!("{path}:{}:{}: {}", e.position.line, e.position.col, e.message)))
+    yaml::parse(&text).map(|n| n.to_json()).map_err(|e| {
+        ImportError::Shape(format!(
+            "{path}:{}:{}: {}",
+            e.position.line, e.position.col, e.message
+        ))
+    })
 }
 
 /// `[A-Za-z0-9._-]` names: what backends and prompt files are called.
@@ -207,9 +213,7 @@ fn convert_prompts(
 ) -> Result<Vec<PromptSource>, ImportError> {
     let items: Vec<Value> = match value {
         None => {
-            return Err(ImportError::Shape(
-                "the config has no `prompts`".to_owned(),
-            ));
+            return Err(ImportError::Shape("the config has no `prompts`".to_owned()));
         }
         Some(Value::Array(items)) => items.clone(),
         Some(Value::String(s)) => vec![Value::String(s.clone())],
@@ -238,7 +242,10 @@ fn convert_prompts(
                 map.get("id").and_then(Value::as_str).map(str::to_owned),
             ),
             other => {
-                notes.push(format!("prompt {}: {other} is not a prompt; left out", i + 1));
+                notes.push(format!(
+                    "prompt {}: {other} is not a prompt; left out",
+                    i + 1
+                ));
                 continue;
             }
         };
@@ -255,7 +262,9 @@ fn convert_prompts(
                     continue;
                 }
                 if path.contains('*') {
-                    notes.push(format!("prompt `{raw}`: globs are not expanded; name each file"));
+                    notes.push(format!(
+                        "prompt `{raw}`: globs are not expanded; name each file"
+                    ));
                     continue;
                 }
                 let text = read(path).map_err(ImportError::Shape)?;
@@ -270,7 +279,10 @@ fn convert_prompts(
             Some(body) => body,
             None => {
                 let text = text.trim_end();
-                if text.lines().any(|l| crate::prompt::roles::marker_role(l).is_some()) {
+                if text
+                    .lines()
+                    .any(|l| crate::prompt::roles::marker_role(l).is_some())
+                {
                     notes.push(format!(
                         "prompt {}: a line of it reads as a role marker (`user:`...) and starts a new message in promptdeck",
                         i + 1
@@ -331,7 +343,8 @@ fn chat_body(text: &str) -> Option<String> {
 
 /// Nunjucks filters whose Jinja names differ.
 fn nunjucks_to_jinja(text: &str) -> String {
-    text.replace("| dump", "| tojson").replace("|dump", "|tojson")
+    text.replace("| dump", "| tojson")
+        .replace("|dump", "|tojson")
 }
 
 fn convert_providers(value: Option<&Value>, notes: &mut Vec<String>) -> Vec<Backend> {
@@ -348,7 +361,9 @@ fn convert_providers(value: Option<&Value>, notes: &mut Vec<String>) -> Vec<Back
             })
             .collect(),
         Some(other) => {
-            notes.push(format!("`providers` {other} is not a list; no backends written"));
+            notes.push(format!(
+                "`providers` {other} is not a list; no backends written"
+            ));
             Vec::new()
         }
     };
@@ -428,7 +443,9 @@ fn provider_kind(
     let model = match prefix {
         "openai" => {
             if rest.starts_with("embedding") || rest.starts_with("embeddings") {
-                notes.push(format!("provider {id}: embeddings are not a chat backend; left out"));
+                notes.push(format!(
+                    "provider {id}: embeddings are not a chat backend; left out"
+                ));
                 return None;
             }
             if rest.starts_with("completion:") {
@@ -436,7 +453,12 @@ fn provider_kind(
                     "provider {id}: converted to the chat API (promptdeck has no completion endpoint)"
                 ));
             }
-            return Some(("openai", strip(rest, &["chat", "completion", "responses"]), None, None));
+            return Some((
+                "openai",
+                strip(rest, &["chat", "completion", "responses"]),
+                None,
+                None,
+            ));
         }
         "anthropic" => strip(rest, &["messages", "completion"]),
         "vertex" | "google" => {
@@ -480,7 +502,8 @@ fn build_tests(
         Some(Value::Array(cases)) => cases,
         Some(other) if other.is_object() => vec![other],
         Some(_) | None => {
-            notes.push("no `tests` to convert; prompts were written without tests files".to_owned());
+            notes
+                .push("no `tests` to convert; prompts were written without tests files".to_owned());
             return None;
         }
     };
@@ -634,13 +657,21 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-fn config_text(backends: &[Backend], concurrency: Option<u64>, description: Option<&Value>) -> String {
-    let mut text = String::from("# Converted from a promptfoo config by `promptdeck import-promptfoo`.\n");
+fn config_text(
+    backends: &[Backend],
+    concurrency: Option<u64>,
+    description: Option<&Value>,
+) -> String {
+    let mut text =
+        String::from("# Converted from a promptfoo config by `promptdeck import-promptfoo`.\n");
     if let Some(d) = description.and_then(Value::as_str) {
         text.push_str(&format!("# {}\n", d.lines().next().unwrap_or_default()));
     }
     let default = backends.first().map_or("local", |b| b.name.as_str());
-    text.push_str(&format!("\n[defaults]\nbackend = {}\n", toml_string(default)));
+    text.push_str(&format!(
+        "\n[defaults]\nbackend = {}\n",
+        toml_string(default)
+    ));
     // Parameters every provider agrees on become project defaults; promptdeck has no per-backend
     // parameters.
     if let Some(first) = backends.first() {
@@ -665,7 +696,11 @@ fn config_text(backends: &[Backend], concurrency: Option<u64>, description: Opti
     }
     for b in backends {
         // A bare TOML key cannot hold a dot (`gemini-1.5-pro` would be a nested table).
-        let key = if b.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+        let key = if b
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
             b.name.clone()
         } else {
             toml_string(&b.name)
@@ -688,14 +723,21 @@ fn config_text(backends: &[Backend], concurrency: Option<u64>, description: Opti
     text
 }
 
-fn prompty_text(prompt: &PromptSource, description: Option<&Value>, backend: Option<&str>) -> String {
+fn prompty_text(
+    prompt: &PromptSource,
+    description: Option<&Value>,
+    backend: Option<&str>,
+) -> String {
     let mut front = format!("---\nname: {}\n", yaml_scalar(&prompt.name));
     let description = prompt
         .label
         .clone()
         .or_else(|| description.and_then(Value::as_str).map(str::to_owned));
     if let Some(d) = description {
-        front.push_str(&format!("description: {}\n", yaml_scalar(d.lines().next().unwrap_or_default())));
+        front.push_str(&format!(
+            "description: {}\n",
+            yaml_scalar(d.lines().next().unwrap_or_default())
+        ));
     }
     if let Some(b) = backend {
         front.push_str(&format!("model:\n  backend: {}\n", yaml_scalar(b)));
@@ -708,11 +750,15 @@ fn prompty_text(prompt: &PromptSource, description: Option<&Value>, backend: Opt
 /// A one-line YAML scalar, quoted as JSON (valid YAML) when plain text would be misread.
 fn yaml_scalar(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | '/' | '(' | ')' | ','))
+        && s.chars().all(|c| {
+            c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | '/' | '(' | ')' | ',')
+        })
         && !s.starts_with(['-', ' '])
         && !s.ends_with(' ')
-        && !matches!(s.to_ascii_lowercase().as_str(), "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "~");
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "~"
+        );
     if plain && s.parse::<f64>().is_err() {
         s.to_owned()
     } else {
@@ -791,8 +837,18 @@ mod tests {
                     "claude-3-5-haiku-latest".into(),
                     None
                 ),
-                ("gemini-1.5-pro".into(), "gemini", "gemini-1.5-pro".into(), None),
-                ("gemini-2.0-flash".into(), "gemini", "gemini-2.0-flash".into(), None),
+                (
+                    "gemini-1.5-pro".into(),
+                    "gemini",
+                    "gemini-1.5-pro".into(),
+                    None
+                ),
+                (
+                    "gemini-2.0-flash".into(),
+                    "gemini",
+                    "gemini-2.0-flash".into(),
+                    None
+                ),
                 (
                     "llama3.2".into(),
                     "openai",
@@ -810,7 +866,10 @@ mod tests {
         let notes = notes.join("\n");
         assert!(notes.contains("Vertex AI"), "{notes}");
         assert!(notes.contains("inline apiKey is never copied"), "{notes}");
-        assert!(notes.contains("bedrock:anthropic.claude-v2: no promptdeck backend"), "{notes}");
+        assert!(
+            notes.contains("bedrock:anthropic.claude-v2: no promptdeck backend"),
+            "{notes}"
+        );
         assert!(!notes.contains("sk-secret"), "{notes}");
     }
 
@@ -826,7 +885,11 @@ mod tests {
         let names: Vec<&str> = c.files.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             names,
-            ["promptdeck.toml", "prompts/prompt-1.prompty", "prompts/prompt-1.tests.yaml"]
+            [
+                "promptdeck.toml",
+                "prompts/prompt-1.prompty",
+                "prompts/prompt-1.tests.yaml"
+            ]
         );
         assert_eq!(
             c.files[1].1,
@@ -834,7 +897,13 @@ mod tests {
         );
         assert!(!c.files[2].1.contains("javascript"), "{}", c.files[2].1);
         let notes = c.notes.join("\n");
-        assert!(notes.contains("file://gen.py:make`: generated by code"), "{notes}");
-        assert!(notes.contains("assertion `javascript` runs code"), "{notes}");
+        assert!(
+            notes.contains("file://gen.py:make`: generated by code"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("assertion `javascript` runs code"),
+            "{notes}"
+        );
     }
 }

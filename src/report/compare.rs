@@ -89,7 +89,8 @@ impl BaselineFile {
             .unwrap_or_default();
         cases.extend(outcomes.iter().map(BaselineCase::from_outcome));
         cases.sort_by(|a, b| {
-            (&a.prompt, &a.backend, a.index, &a.case).cmp(&(&b.prompt, &b.backend, b.index, &b.case))
+            (&a.prompt, &a.backend, a.index, &a.case)
+                .cmp(&(&b.prompt, &b.backend, b.index, &b.case))
         });
         BaselineFile {
             format: BASELINE_FORMAT,
@@ -207,9 +208,8 @@ pub fn compare(current: &[CaseOutcome], baseline: &[BaselineCase], name: &str) -
             continue;
         };
         seen.insert(k);
-        let diff = (old.output != outcome.output()).then(|| {
-            crate::diff::summarize_word_diff(&old.output, outcome.output(), DIFF_CHARS)
-        });
+        let diff = (old.output != outcome.output())
+            .then(|| crate::diff::summarize_word_diff(&old.output, outcome.output(), DIFF_CHARS));
         let was = old.verdict == Verdict::Pass;
         let is = outcome.verdict == Verdict::Pass;
         let kind = match (was, is) {
@@ -271,11 +271,9 @@ pub fn failing<'a>(
         .filter(|o| o.verdict != Verdict::Pass)
         .filter(|o| match fail_on {
             FailOn::Any => true,
-            FailOn::Regression => !known_failures.contains(&(
-                o.prompt.as_str(),
-                o.backend.as_str(),
-                o.case.as_str(),
-            )),
+            FailOn::Regression => {
+                !known_failures.contains(&(o.prompt.as_str(), o.backend.as_str(), o.case.as_str()))
+            }
         })
         .collect()
 }
@@ -341,8 +339,11 @@ mod tests {
             base("other", "untouched", Verdict::Pass, "z"),
         ];
         let c = compare(&current, &baseline, "label baseline");
-        let kinds: Vec<(ChangeKind, &str)> =
-            c.changes.iter().map(|x| (x.kind, x.case.as_str())).collect();
+        let kinds: Vec<(ChangeKind, &str)> = c
+            .changes
+            .iter()
+            .map(|x| (x.kind, x.case.as_str()))
+            .collect();
         assert_eq!(
             kinds,
             [
@@ -393,16 +394,24 @@ mod tests {
                 base("p", "replaced", Verdict::Fail, "old"),
             ],
         };
-        let outcomes = vec![outcome("p", "b", true, "two"), outcome("p", "a", false, "one")];
+        let outcomes = vec![
+            outcome("p", "b", true, "two"),
+            outcome("p", "a", false, "one"),
+        ];
         let file = BaselineFile::build(&outcomes, Some(&previous));
         let names: Vec<&str> = file.cases.iter().map(|c| c.case.as_str()).collect();
         assert_eq!(names, ["a", "b", "kept"]);
         let text = file.to_text();
         assert_eq!(BaselineFile::parse(&text).unwrap(), file);
-        assert_eq!(BaselineFile::build(&outcomes, Some(&previous)).to_text(), text);
+        assert_eq!(
+            BaselineFile::build(&outcomes, Some(&previous)).to_text(),
+            text
+        );
         assert!(text.starts_with("{\n  \"format\": 1,\n  \"cases\": [\n    {\n      \"prompt\": \"p\",\n      \"backend\": \"local\",\n      \"case\": \"a\",\n      \"index\": 1,\n      \"verdict\": \"fail\",\n      \"output\": \"one\"\n"), "{text}");
         assert_eq!(
-            BaselineFile::parse("{\"format\": 1,\n \"cases\": 3}").unwrap_err().to_string(),
+            BaselineFile::parse("{\"format\": 1,\n \"cases\": 3}")
+                .unwrap_err()
+                .to_string(),
             "2:11: invalid type: integer `3`, expected a sequence"
         );
         assert_eq!(

@@ -32,9 +32,7 @@ pub fn xml_escape(text: &str) -> String {
             '\'' => out.push_str("&apos;"),
             // Legal XML 1.0 characters.
             '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || matches!(c, '\u{FFFE}' | '\u{FFFF}') => {
-                out.push('\u{FFFD}')
-            }
+            c if (c as u32) < 0x20 || matches!(c, '\u{FFFE}' | '\u{FFFF}') => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
@@ -45,7 +43,10 @@ fn seconds(ms: u64) -> String {
     format!("{:.3}", ms as f64 / 1000.0)
 }
 
-fn regression_of<'a>(report: &'a TestReport, o: &CaseOutcome) -> Option<&'a super::compare::Change> {
+fn regression_of<'a>(
+    report: &'a TestReport,
+    o: &CaseOutcome,
+) -> Option<&'a super::compare::Change> {
     report.changes.iter().find(|c| {
         c.kind == ChangeKind::Regression
             && c.prompt == o.prompt
@@ -254,12 +255,17 @@ pub fn markdown(report: &TestReport) -> String {
         .collect();
     if !failing.is_empty() {
         let _ = writeln!(out, "\n### Failing cases ({})\n", failing.len());
-        let _ = writeln!(out, "| prompt | case | backend | assertion | reason | output |");
+        let _ = writeln!(
+            out,
+            "| prompt | case | backend | assertion | reason | output |"
+        );
         let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
         for o in failing {
             let (assertion, reason, output) = match &o.failure {
                 Some(f) => (
-                    f.assertion.clone().unwrap_or_else(|| o.verdict.as_str().to_owned()),
+                    f.assertion
+                        .clone()
+                        .unwrap_or_else(|| o.verdict.as_str().to_owned()),
                     f.reason.clone(),
                     f.output.clone(),
                 ),
@@ -343,7 +349,12 @@ mod tests {
 
     fn report() -> TestReport {
         let outcomes = vec![
-            outcome("cot/math", "apples", 1, vec![sample(Some(true), "Answer: 7", None)]),
+            outcome(
+                "cot/math",
+                "apples",
+                1,
+                vec![sample(Some(true), "Answer: 7", None)],
+            ),
             outcome(
                 "cot/math",
                 "pears <&> \"quotes\"",

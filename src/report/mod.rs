@@ -223,7 +223,8 @@ impl TestReport {
         interrupted: bool,
     ) -> TestReport {
         outcomes.sort_by(|a, b| {
-            (&a.prompt, &a.backend, a.index, &a.case).cmp(&(&b.prompt, &b.backend, b.index, &b.case))
+            (&a.prompt, &a.backend, a.index, &a.case)
+                .cmp(&(&b.prompt, &b.backend, b.index, &b.case))
         });
         let summary = Summary::new(&outcomes, comparison.as_ref(), interrupted);
         let (baseline, changes) = match comparison {

@@ -155,13 +155,7 @@ pub async fn execute_plain(job: CaseJob<'_>) -> Executed {
         model: String::new(),
         messages: job.case.rendered.messages.clone(),
         parameters: job.parameters.clone(),
-        extra: job
-            .unit
-            .prompt
-            .front_matter
-            .model
-            .extra_parameters
-            .clone(),
+        extra: job.unit.prompt.front_matter.model.extra_parameters.clone(),
         sample_index: job.sample,
         no_cache: job.no_cache,
     };
@@ -441,4 +435,217 @@ fn write_batch(
         sink.store.record_results(run, &records)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Done, FinishReason, Message, Role, Usage};
+    use crate::run::plan::{UnitSpec, plan};
+    use crate::store::{MemoryStore, RunMeta, UnitFiles};
+    use futures_util::future::BoxFuture;
+    use futures_util::stream::BoxStream;
+
+    /// Answers with the last message's text, or never answers when `hang`.
+    struct Echo {
+        hang: bool,
+    }
+
+    impl Backend for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+
+        fn stream(&self, req: ChatRequest) -> BoxStream<'static, Result<Chunk, BackendError>> {
+            if self.hang {
+                return futures_util::stream::pending().boxed();
+            }
+            let text = req
+                .messages
+                .last()
+                .map(|m| m.content.clone())
+                .unwrap_or_default();
+            let done = Done {
+                finish_reason: FinishReason::Stop,
+                usage: Usage {
+                    input_tokens: 3,
+                    output_tokens: 2,
+                },
+                cached: false,
+                cost: Some(0.5),
+                warnings: Vec::new(),
+            };
+            futures_util::stream::iter([Ok(Chunk::Text(text)), Ok(Chunk::Done(Box::new(done)))])
+                .boxed()
+        }
+
+        fn list_models(&self) -> BoxFuture<'_, Result<Vec<String>, BackendError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn inputs(hang: bool) -> RunInputs {
+        let (prompt, _) = crate::prompt::parse_prompt(
+            "p.prompty",
+            "prompts/p.prompty".into(),
+            "---\nname: p\n---\n{{ q }}\n",
+        )
+        .expect("prompt");
+        let tests = "- description: seven\n  assert:\n    - type: contains\n      value: '7'\n- description: eight\n  assert:\n    - type: contains\n      value: '7'\n";
+        struct NoFiles;
+        impl crate::prompt::Workspace for NoFiles {
+            fn read_library_file(&self, _: &str) -> Result<Option<String>, String> {
+                Ok(None)
+            }
+            fn read_project_file(&self, _: &str) -> Result<Option<String>, String> {
+                Ok(None)
+            }
+            fn display_path(&self, name: &str) -> std::path::PathBuf {
+                name.into()
+            }
+        }
+        let at = crate::suite::TestsFileLocation {
+            display: std::path::Path::new("prompts/p.tests.yaml"),
+            project_relative: "prompts/p.tests.yaml",
+        };
+        let (suite, _) = crate::suite::parse_tests_file(tests, &at, &NoFiles);
+        let cases = suite
+            .cases
+            .iter()
+            .zip(["answer 7", "answer 8"])
+            .map(|(case, text)| PreparedCase {
+                case: Some(case.clone()),
+                rendered: RenderedCase {
+                    messages: vec![Message::new(Role::User, text)],
+                    parameters: Parameters::default(),
+                    backend: "echo".into(),
+                    warnings: Vec::new(),
+                },
+            })
+            .collect();
+        RunInputs {
+            units: vec![PreparedUnit {
+                unit: PromptUnit {
+                    prompt,
+                    suite: Some(suite),
+                    tests_path: None,
+                },
+                cases,
+            }],
+            backends: vec![BackendHandle {
+                name: "echo".into(),
+                model: "echo-1".into(),
+                backend: Arc::new(Echo { hang }),
+                concurrency: 2,
+            }],
+            overrides: Parameters::default(),
+            no_cache: true,
+        }
+    }
+
+    fn store_with_run() -> (MemoryStore, RunId) {
+        let store = MemoryStore::new();
+        let version = store
+            .commit(
+                &UnitFiles {
+                    prompt: "p".into(),
+                    files: [("prompts/p.prompty".to_owned(), "x".to_owned())].into(),
+                },
+                "m",
+                "t",
+            )
+            .expect("commit")
+            .id()
+            .to_owned();
+        let run = store
+            .begin_run(RunMeta {
+                version,
+                prompt: "p".into(),
+                backend: "echo".into(),
+                model: "echo-1".into(),
+                parameters: serde_json::Value::Null,
+            })
+            .expect("run");
+        (store, run)
+    }
+
+    fn spec() -> Vec<UnitSpec> {
+        vec![UnitSpec {
+            prompt: "p".into(),
+            cases: 2,
+            backends: vec!["echo".into()],
+        }]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_scores_and_stores_every_job() {
+        let plan = Arc::new(plan(&spec(), 3).expect("plan"));
+        let (store, run) = store_with_run();
+        let mut finished = 0;
+        let outcome = execute(
+            Arc::clone(&plan),
+            Arc::new(inputs(false)),
+            Some(Sink {
+                store: &store,
+                runs: &[run],
+            }),
+            Cancel::new(),
+            |e| {
+                if matches!(e, Event::Finished { .. }) {
+                    finished += 1;
+                }
+            },
+        )
+        .await;
+        assert!(!outcome.interrupted);
+        assert_eq!(finished, 6);
+        let stored = store.results(run).expect("results");
+        assert_eq!(stored.len(), 6);
+        assert_eq!(
+            stored
+                .iter()
+                .map(|r| (r.case, r.sample, r.passed))
+                .collect::<Vec<_>>(),
+            [
+                (1, 0, Some(true)),
+                (1, 1, Some(true)),
+                (1, 2, Some(true)),
+                (2, 0, Some(false)),
+                (2, 1, Some(false)),
+                (2, 2, Some(false))
+            ]
+        );
+        let first = outcome.results[0].as_ref().expect("result");
+        assert_eq!(first.record.output, "answer 7");
+        assert_eq!(first.record.usage.output, 2);
+        assert_eq!(first.record.cost, 0.5);
+        let failed = outcome.results[3].as_ref().expect("result");
+        assert!(failed.reason.contains("contains"), "{}", failed.reason);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelling_keeps_what_finished_and_drops_the_rest() {
+        let plan = Arc::new(plan(&spec(), 1).expect("plan"));
+        let (store, run) = store_with_run();
+        let cancel = Cancel::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            trigger.cancel();
+        });
+        let outcome = execute(
+            plan,
+            Arc::new(inputs(true)),
+            Some(Sink {
+                store: &store,
+                runs: &[run],
+            }),
+            cancel,
+            |_| {},
+        )
+        .await;
+        assert!(outcome.interrupted);
+        assert!(outcome.results.iter().flatten().all(|e| e.interrupted));
+        assert!(store.results(run).expect("results").is_empty());
+    }
 }

@@ -219,10 +219,7 @@ mod tests {
             .iter()
             .map(|j| (j.group, j.case, j.sample))
             .collect();
-        assert_eq!(
-            first,
-            [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)]
-        );
+        assert_eq!(first, [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)]);
         let queues = plan.queues();
         assert_eq!(queues[0].len(), 4);
         assert_eq!(queues[1].len(), 6);
@@ -241,7 +238,10 @@ mod tests {
             super::plan(&[unit("a", 1, &[])], 1),
             Err(PlanError::NoBackend("a".into()))
         );
-        assert_eq!(super::plan(&[unit("a", 0, &["x"])], 1), Err(PlanError::Empty));
+        assert_eq!(
+            super::plan(&[unit("a", 0, &["x"])], 1),
+            Err(PlanError::Empty)
+        );
         assert!(matches!(
             super::plan(&[unit("a", 1000, &["x"])], 10_000),
             Err(PlanError::TooLarge { .. })

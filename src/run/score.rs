@@ -35,14 +35,11 @@ pub fn needs_more_than_output(
 /// Checks every assertion of `case` against `observation`. Assertions that need a judge (when
 /// `judge` is `None`) or votes (when the observation has none) are not checked and leave the
 /// sample without a verdict.
-pub fn score(
-    case: &TestCase,
-    observation: &Observation<'_>,
-    judge: Option<&dyn Judge>,
-) -> Scored {
-    let (deferred, checkable): (Vec<_>, Vec<_>) = case.assertions.iter().partition(|a| {
-        needs_more_than_output(a, judge.is_some(), observation.votes.is_some())
-    });
+pub fn score(case: &TestCase, observation: &Observation<'_>, judge: Option<&dyn Judge>) -> Scored {
+    let (deferred, checkable): (Vec<_>, Vec<_>) = case
+        .assertions
+        .iter()
+        .partition(|a| needs_more_than_output(a, judge.is_some(), observation.votes.is_some()));
     let results: Vec<AssertionResult> = checkable
         .iter()
         .map(|a| evaluate(a, observation, judge))

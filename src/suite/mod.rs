@@ -372,9 +372,8 @@ fn object(node: &Node, what: &str) -> Result<Map<String, Value>, YamlError> {
 /// planned, since the tests file does not know how many samples a run takes).
 fn min_pass(node: &Node) -> Result<u32, YamlError> {
     match node.value {
-        NodeValue::Int(i) if i >= 1 => u32::try_from(i).map_err(|_| {
-            YamlError::new(node.position, format!("`min-pass` {i} is too large"))
-        }),
+        NodeValue::Int(i) if i >= 1 => u32::try_from(i)
+            .map_err(|_| YamlError::new(node.position, format!("`min-pass` {i} is too large"))),
         NodeValue::Int(i) => Err(YamlError::new(
             node.position,
             format!("`min-pass` must be a whole number of samples, at least 1, found {i}"),

@@ -16,7 +16,11 @@ pub fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
     static CACHE: OnceLock<Mutex<HashMap<String, regex::Regex>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     // A poisoned lock only means another thread panicked while holding it; the map is intact.
-    if let Some(re) = cache.lock().unwrap_or_else(PoisonError::into_inner).get(pattern) {
+    if let Some(re) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(pattern)
+    {
         return Ok(re.clone());
     }
     let re = regex::Regex::new(pattern)?;
