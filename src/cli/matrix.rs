@@ -288,6 +288,8 @@ struct Progress<'a> {
     tokens: u64,
     cost: f64,
     next_line: usize,
+    /// Whether jobs have several samples, so lines name the sample.
+    sampled: bool,
 }
 
 impl<'a> Progress<'a> {
@@ -315,6 +317,7 @@ impl<'a> Progress<'a> {
             tokens: 0,
             cost: 0.0,
             next_line: 1,
+            sampled: plan.jobs.iter().any(|j| j.sample > 0),
         }
     }
 
@@ -326,7 +329,7 @@ impl<'a> Progress<'a> {
             .case
             .as_ref()
             .map_or_else(|| "(sample)".to_owned(), crate::suite::TestCase::label);
-        let sample = if job.sample > 0 || self.plan.jobs.iter().any(|j| j.sample > 0) {
+        let sample = if self.sampled {
             format!(" sample {}", job.sample + 1)
         } else {
             String::new()
