@@ -541,7 +541,7 @@ mod tests {
         assert_eq!(
             parse("- descripton: x\n").1,
             [
-                "prompts/cot/math.tests.yaml:1:3: error: unknown key `descripton` in test case (known: description, vars, assert, options, threshold, metadata)"
+                "prompts/cot/math.tests.yaml:1:3: error: unknown key `descripton` in test case (known: description, vars, assert, options, threshold, min-pass, metadata)"
             ]
         );
         assert_eq!(
