@@ -43,7 +43,16 @@ fn math_project() -> TempProject {
 fn version_and_help() {
     let out = binary().arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("promptdeck 0."));
-    for command in ["init", "render", "check", "completions"] {
+    for command in [
+        "init",
+        "render",
+        "check",
+        "completions",
+        "run",
+        "test",
+        "import-promptfoo",
+        "bench",
+    ] {
         let out = binary().args([command, "--help"]).output().unwrap();
         assert!(out.status.success(), "{command} --help");
         assert!(

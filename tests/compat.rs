@@ -16,7 +16,9 @@ fn project_with(fixtures: &str) -> TempProject {
     for entry in std::fs::read_dir(&source).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".md") {
+        // Documentation and sub-folders (the promptfoo configs under import/ are for
+        // tests/import_promptfoo.rs) are not part of the prompt library.
+        if name.ends_with(".md") || entry.path().is_dir() {
             continue;
         }
         project.write(

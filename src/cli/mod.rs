@@ -4,13 +4,17 @@
 //! 0 ok, 1 tests failed, 2 usage, config or input error.
 
 pub mod bench;
+pub mod bench_harness;
 pub mod check;
 pub mod diff;
+pub mod import_promptfoo;
 pub mod init;
 pub mod local;
+pub mod matrix;
 pub mod render;
 pub mod run;
 pub mod serve;
+pub mod test;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +68,7 @@ Examples:
   promptdeck commit cot/math -m \"tighter answer line\"
   promptdeck history cot/math
   promptdeck diff cot/math@prod working
+  promptdeck test --baseline-file tests/baseline.json --junit junit.xml
   promptdeck completions bash > ~/.local/share/bash-completion/completions/promptdeck
 
 Exit codes: 0 ok, 1 tests failed, 2 usage, config or input error.";
@@ -112,12 +117,30 @@ Problems are printed as `file:line:col: error: message`; exit 0 when clean, 2 ot
   promptdeck run cot/math --case apples                 on the prompt's backend (default: local)
   promptdeck run cot/math --case-index 2 --backend gpt-4o-mini --temperature 0.7 --seed 7
   promptdeck run hello --var question='Why is the sky blue?' > answer.txt
+  promptdeck run cot/math --all-cases --backend local,gpt-4o-mini --samples 3
+  promptdeck run cot/math --all-cases --format json > results.json
   promptdeck run cot/self-consistency --case 'age puzzle'     5 samples and a majority vote
   promptdeck run react/tools --case percentage                 a ReAct loop; the trace goes to stderr
 
-The answer goes to stdout; the run id, timings, tokens, cost and a technique's votes, trace or
-generated prompt go to stderr. Model-graded assertions use the judge backend ([defaults] judge).")]
+One case on one backend streams its answer to stdout; several cases, backends or samples run
+concurrently within each backend's limits with a progress bar on stderr, and print each answer
+(or, with --format json, every result) when done. Results are stored as they finish; Ctrl-C
+keeps the finished ones and marks the run interrupted. Run id, timings, tokens, cost and a
+technique's votes, trace or generated prompt go to stderr. Model-graded assertions use the judge
+backend ([defaults] judge).")]
     Run(RunCommand),
+    /// Run every test case, compare with the baseline, write reports; exit 1 on failures.
+    #[command(after_help = test::AFTER_HELP)]
+    Test(test::TestArgs),
+    /// Convert a promptfoo config into promptdeck prompts, tests files and backends.
+    #[command(name = "import-promptfoo", after_help = import_promptfoo::AFTER_HELP)]
+    ImportPromptfoo {
+        /// The promptfoo config (promptfooconfig.yaml).
+        config: PathBuf,
+        /// Where to write the project (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models) over a backend.
     #[command(after_help = "Examples:
   promptdeck serve                                  the embedded local model on 127.0.0.1:8080
@@ -246,7 +269,10 @@ Binds loopback unless --host says otherwise; there is no authentication.")]
         file: PathBuf,
     },
     /// Measure promptdeck's own speed.
-    #[command(subcommand, after_help = "Examples:\n  promptdeck bench store")]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  promptdeck bench store\n  promptdeck bench harness --cases 2000 --concurrency 16"
+    )]
     Bench(BenchCommand),
     /// Print a shell completion script.
     #[command(
@@ -276,9 +302,19 @@ pub struct CaseArgs {
 pub struct RunCommand {
     #[command(flatten)]
     pub target: CaseArgs,
-    /// A backend from promptdeck.toml (default: the prompt's `model.backend`, then `defaults.backend`).
-    #[arg(long)]
-    pub backend: Option<String>,
+    /// Backends from promptdeck.toml, comma-separated (default: the prompt's `model.backend`,
+    /// then `defaults.backend`).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub backend: Vec<String>,
+    /// Run every case of the prompt's tests file.
+    #[arg(long, conflicts_with_all = ["case", "case_index"])]
+    pub all_cases: bool,
+    /// Run each case N times (independent samples; the cache keeps them apart).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub samples: u32,
+    /// `json`: every result as JSON on stdout once the run ends, instead of streaming the answer.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
     #[arg(long)]
     pub temperature: Option<f64>,
     #[arg(long)]
@@ -308,6 +344,19 @@ pub enum LabelCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Time `promptdeck test` itself: N cases × 3 assertions against an instant loopback server.
+    #[command(
+        after_help = "Example:\n  promptdeck bench harness --cases 2000 --concurrency 16\n\nPrints wall time, peak RSS (VmHWM) and results per second; every result is stored."
+    )]
+    Harness {
+        #[arg(long, default_value_t = 2000)]
+        cases: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
+        /// Keep the generated project in DIR (default: a temporary folder, removed).
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
     /// Load time, prefill and decode tok/s, time to first token and peak memory of the local model.
     #[command(
         after_help = "Example:\n  promptdeck bench local --prompt-tokens 128 --tokens 64\n\nRuns both weight layouts (Q8_0 repack and exact Q4_1). CANDLE_NUM_THREADS sets the matmul threads."
@@ -437,6 +486,13 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             let project = Project::discover(&cwd, cli.project.as_deref())?;
             run::run(&project, &cwd, &command)
         }
+        Command::ImportPromptfoo { config, out } => {
+            import_promptfoo::run(&cwd, &config, out.as_deref())
+        }
+        Command::Test(args) => {
+            let project = Project::discover(&cwd, cli.project.as_deref())?;
+            test::run(&project, &cwd, &args)
+        }
         Command::Commit { prompt, message } => versions::commit(
             &Project::discover(&cwd, cli.project.as_deref())?,
             &cwd,
@@ -531,6 +587,15 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             };
             bench::local(project.as_ref(), &args)
         }
+        Command::Bench(BenchCommand::Harness {
+            cases,
+            concurrency,
+            keep,
+        }) => bench_harness::harness(&bench_harness::HarnessArgs {
+            cases,
+            concurrency,
+            keep: keep.map(|k| cwd.join(k)),
+        }),
         Command::Bench(BenchCommand::Store {
             versions,
             outputs,

@@ -66,6 +66,13 @@ pub fn open_backend(project: &Project, name: &str) -> Result<OpenBackend, CliErr
 }
 
 pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, CliError> {
+    if args.all_cases
+        || args.backend.len() > 1
+        || args.samples != 1
+        || args.format == super::OutputFormat::Json
+    {
+        return run_matrix(project, cwd, args);
+    }
     let prepared = prepare(project, cwd, &args.target)?;
     let (file, unit, case, rendered) = (
         &prepared.file,
@@ -73,7 +80,11 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
         prepared.case(),
         &prepared.rendered,
     );
-    let backend_name = args.backend.clone().unwrap_or(rendered.backend.clone());
+    let backend_name = args
+        .backend
+        .first()
+        .cloned()
+        .unwrap_or(rendered.backend.clone());
     let overrides_parameters = Parameters {
         temperature: args.temperature,
         seed: args.seed,
@@ -284,6 +295,203 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
             Ok(Exit::TestsFailed)
         }
     }
+}
+
+/// Several cases, backends or samples: the matrix, run concurrently and stored as it finishes.
+fn run_matrix(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, CliError> {
+    use super::matrix::{self, MatrixOptions, MatrixUnit, ProgressMode};
+    let file = project
+        .resolve_prompt(&args.target.prompt, cwd)
+        .map_err(CliError::Usage)?;
+    let (unit, warnings) = library::load_unit(project, &file).map_err(CliError::Diagnostics)?;
+    super::print_diagnostics(&warnings, cwd);
+    let cases: Vec<Option<&crate::suite::TestCase>> = if args.all_cases {
+        let cases: Vec<_> = unit
+            .suite
+            .as_ref()
+            .map(|s| s.cases.iter().map(Some).collect())
+            .unwrap_or_default();
+        if cases.is_empty() {
+            return Err(CliError::Usage(format!(
+                "--all-cases: {} has no test cases (expected them in {})",
+                unit.prompt.name,
+                unit.prompt.tests_file_name()
+            )));
+        }
+        cases
+    } else {
+        vec![super::render::select_case(
+            &unit,
+            args.target.case.as_deref(),
+            args.target.case_index,
+        )?]
+    };
+    let overrides = matrix::overrides_for(&unit, &args.target.vars)?;
+    let mut errors = Vec::new();
+    let prepared = matrix::prepare_cases(project, &unit, &cases, &overrides, &mut errors);
+    if !errors.is_empty() {
+        return Err(CliError::Diagnostics(errors));
+    }
+    for case in &prepared {
+        super::print_diagnostics(&case.rendered.warnings, cwd);
+    }
+    let backends = if args.backend.is_empty() {
+        vec![prepared.first().map_or_else(
+            || project.config.default_backend.clone(),
+            |c| c.rendered.backend.clone(),
+        )]
+    } else {
+        args.backend.clone()
+    };
+    for name in &backends {
+        if !project.config.backends.contains_key(name) {
+            return Err(CliError::Usage(format!(
+                "no backend `{name}` in promptdeck.toml"
+            )));
+        }
+    }
+    let options = MatrixOptions {
+        samples: args.samples,
+        overrides: Parameters {
+            temperature: args.temperature,
+            seed: args.seed,
+            max_tokens: args.max_tokens,
+            ..Parameters::default()
+        },
+        no_cache: args.no_cache,
+        progress: ProgressMode::detect(),
+        message: "run",
+    };
+    let result = matrix::run_matrix(
+        project,
+        vec![MatrixUnit {
+            file,
+            unit,
+            cases: prepared,
+            backends,
+            vars: overrides,
+        }],
+        &options,
+        &mut |_| Ok(()),
+    )?;
+    let store_runs: Vec<serde_json::Value> = result
+        .plan
+        .groups
+        .iter()
+        .zip(&result.runs)
+        .map(|(group, run)| {
+            serde_json::json!({
+                "run": run.to_string(),
+                "prompt": result.inputs.units[group.unit].unit.prompt.name,
+                "backend": result.inputs.backends[group.backend].name,
+                "model": result.inputs.backends[group.backend].model,
+                "version": result.versions[group.unit],
+            })
+        })
+        .collect();
+    let mut failed = result.outcome.interrupted;
+    let mut items = Vec::new();
+    let mut stdout = std::io::stdout().lock();
+    for (i, job) in result.plan.jobs.iter().enumerate() {
+        let Some(executed) = result.outcome.results[i]
+            .as_ref()
+            .filter(|e| !e.interrupted)
+        else {
+            continue;
+        };
+        failed |= executed.record.error.is_some();
+        let unit = &result.inputs.units[job.unit];
+        let case = &unit.cases[job.case];
+        let backend = &result.inputs.backends[job.backend];
+        let r = &executed.record;
+        if args.format == super::OutputFormat::Json {
+            items.push(serde_json::json!({
+                "run": result.runs[job.group].to_string(),
+                "prompt": unit.unit.prompt.name,
+                "case": r.case_name,
+                "case_index": r.case,
+                "backend": backend.name,
+                "model": backend.model,
+                "sample": r.sample,
+                "output": r.output,
+                "passed": r.passed,
+                "error": r.error,
+                "finish_reason": r.finish_reason,
+                "latency_ms": r.latency_ms,
+                "ttft_ms": r.ttft_ms,
+                "usage": r.usage,
+                "cost": r.cost,
+                "cached": r.cached,
+                "assertions": r.assertions,
+            }));
+            continue;
+        }
+        let verdict = match (&r.error, r.passed) {
+            (Some(_), _) => "ERROR",
+            (None, Some(true)) => "PASS",
+            (None, Some(false)) => "FAIL",
+            (None, None) => "-",
+        };
+        let label = case
+            .case
+            .as_ref()
+            .map_or_else(|| "(sample)".to_owned(), crate::suite::TestCase::label);
+        let _ = writeln!(
+            stdout,
+            "=== {} {label} [{}] sample {} · {verdict} · {:.2} s · {} in, {} out",
+            unit.unit.prompt.name,
+            backend.name,
+            r.sample + 1,
+            r.latency_ms as f64 / 1000.0,
+            r.usage.input,
+            r.usage.output
+        );
+        let _ = writeln!(stdout, "{}", r.output.trim_end());
+        if let Some(error) = &r.error {
+            let _ = writeln!(stdout, "error: {error}");
+        } else if r.passed == Some(false) && !executed.reason.is_empty() {
+            let _ = writeln!(stdout, "{}", executed.reason);
+        }
+    }
+    if args.format == super::OutputFormat::Json {
+        let out = serde_json::json!({
+            "runs": store_runs,
+            "interrupted": result.outcome.interrupted,
+            "results": items,
+        });
+        let _ = writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| CliError::Io(e.to_string()))?
+        );
+    }
+    let done = result
+        .outcome
+        .results
+        .iter()
+        .filter(|r| r.as_ref().is_some_and(|e| !e.interrupted))
+        .count();
+    let cost: f64 = result
+        .outcome
+        .results
+        .iter()
+        .flatten()
+        .filter(|e| !e.record.cached)
+        .map(|e| e.record.cost)
+        .sum();
+    eprintln!(
+        "{} of {} results in {:.2} s · ${cost:.6} · run {}",
+        done,
+        result.plan.jobs.len(),
+        result.outcome.elapsed_ms as f64 / 1000.0,
+        result
+            .runs
+            .iter()
+            .map(|r| result.store.short_run_id(*r))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(if failed { Exit::TestsFailed } else { Exit::Ok })
 }
 
 /// The judge backends the cases' model-graded assertions need, checked against the

@@ -600,6 +600,7 @@ impl Exec<'_> {
             assertions: Vec::new(),
             options: Map::new(),
             threshold: None,
+            min_pass: None,
             metadata: Map::new(),
             position: target
                 .case

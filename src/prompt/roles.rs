@@ -60,7 +60,7 @@ pub fn is_role_marker(line: &str) -> bool {
     marker_role(line).is_some()
 }
 
-fn marker_role(line: &str) -> Option<Role> {
+pub fn marker_role(line: &str) -> Option<Role> {
     let caps = MARKER.captures(line.trim_end_matches('\r'))?;
     match caps.get(1)?.as_str().to_ascii_lowercase().as_str() {
         "system" => Some(Role::System),

@@ -253,7 +253,7 @@ fn validate_value(a: &Assertion, node: &Node) -> Result<(), YamlError> {
         },
         Regex => match value {
             Some(Value::String(pattern)) => {
-                if let Err(e) = regex::Regex::new(pattern) {
+                if let Err(e) = super::regex_cache::compile(pattern) {
                     // regex draws the pattern with a caret over several lines; the last line
                     // holds the reason.
                     let text = e.to_string();

@@ -392,7 +392,7 @@ fn check(assertion: &Assertion, observation: &Observation, judge: Option<&dyn Ju
                     Some(Value::String(p)) => p,
                     _ => return Err("`regex` needs a pattern as its `value`".to_owned()),
                 };
-                let re = regex::Regex::new(pattern)
+                let re = super::regex_cache::compile(pattern)
                     .map_err(|_| format!("invalid regex {}", quote(pattern)))?;
                 // A pattern is shown as written: Debug-quoting would double its backslashes.
                 let shown = shorten(pattern);

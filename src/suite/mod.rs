@@ -7,6 +7,7 @@
 
 pub mod assertion;
 pub mod evaluate;
+pub mod regex_cache;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,6 +39,9 @@ pub struct TestCase {
     pub options: Map<String, Value>,
     /// Weighted score a case needs to pass; `None` means every assertion must pass.
     pub threshold: Option<f64>,
+    /// With `promptdeck test --repeat N`: how many of the N samples must pass for the case to
+    /// pass (`min-pass`); `None` means all of them.
+    pub min_pass: Option<u32>,
     pub metadata: Map<String, Value>,
     #[serde(skip)]
     pub position: Position,
@@ -66,6 +70,7 @@ struct Defaults {
     assertions: Vec<Assertion>,
     options: Map<String, Value>,
     threshold: Option<f64>,
+    min_pass: Option<u32>,
 }
 
 /// Where the tests file is: its path to show, and its path relative to the project root (for
@@ -202,12 +207,13 @@ fn parse_defaults(
             "assert" => defaults.assertions = parse_assertions(value, at, diagnostics)?,
             "options" => defaults.options = object(value, "options")?,
             "threshold" => defaults.threshold = Some(threshold(value)?),
+            "min-pass" => defaults.min_pass = Some(min_pass(value)?),
             "metadata" => {}
             other => {
                 return Err(YamlError::new(
                     key.position,
                     format!(
-                        "unknown key `{other}` in `defaultTest` (known: vars, assert, options, threshold, metadata)"
+                        "unknown key `{other}` in `defaultTest` (known: vars, assert, options, threshold, min-pass, metadata)"
                     ),
                 ));
             }
@@ -240,6 +246,7 @@ fn parse_case(
         assertions: Vec::new(),
         options: defaults.options.clone(),
         threshold: defaults.threshold,
+        min_pass: defaults.min_pass,
         metadata: Map::new(),
         position: node.position,
     };
@@ -250,6 +257,7 @@ fn parse_case(
             "assert" => case.assertions = parse_assertions(value, at, diagnostics)?,
             "options" => case.options.extend(object(value, "options")?),
             "threshold" => case.threshold = Some(threshold(value)?),
+            "min-pass" => case.min_pass = Some(min_pass(value)?),
             "metadata" => case.metadata = object(value, "metadata")?,
             "provider" | "providerOutput" => diagnostics.push(Diagnostic::warning(
                 at.display,
@@ -263,7 +271,7 @@ fn parse_case(
                 return Err(YamlError::new(
                     key.position,
                     format!(
-                        "unknown key `{other}` in test case (known: description, vars, assert, options, threshold, metadata)"
+                        "unknown key `{other}` in test case (known: description, vars, assert, options, threshold, min-pass, metadata)"
                     ),
                 ));
             }
@@ -360,6 +368,26 @@ fn object(node: &Node, what: &str) -> Result<Map<String, Value>, YamlError> {
     }
 }
 
+/// `min-pass`: a whole number of samples, at least 1 (checked against `--repeat` when a run is
+/// planned, since the tests file does not know how many samples a run takes).
+fn min_pass(node: &Node) -> Result<u32, YamlError> {
+    match node.value {
+        NodeValue::Int(i) if i >= 1 => u32::try_from(i)
+            .map_err(|_| YamlError::new(node.position, format!("`min-pass` {i} is too large"))),
+        NodeValue::Int(i) => Err(YamlError::new(
+            node.position,
+            format!("`min-pass` must be a whole number of samples, at least 1, found {i}"),
+        )),
+        _ => Err(YamlError::new(
+            node.position,
+            format!(
+                "`min-pass` must be a whole number of samples, at least 1, found {}",
+                node.kind_name()
+            ),
+        )),
+    }
+}
+
 fn threshold(node: &Node) -> Result<f64, YamlError> {
     let value = match node.value {
         NodeValue::Int(i) => i as f64,
@@ -448,6 +476,22 @@ mod tests {
     }
 
     #[test]
+    fn min_pass_from_default_test_and_cases() {
+        let (suite, diagnostics) = parse(
+            "defaultTest:\n  min-pass: 2\ntests:\n  - vars: {q: a}\n  - vars: {q: b}\n    min-pass: 3\n",
+        );
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        assert_eq!(suite.cases[0].min_pass, Some(2));
+        assert_eq!(suite.cases[1].min_pass, Some(3));
+        assert_eq!(
+            parse("- vars: {q: a}\n  min-pass: 0\n").1,
+            [
+                "prompts/cot/math.tests.yaml:2:13: error: `min-pass` must be a whole number of samples, at least 1, found 0"
+            ]
+        );
+    }
+
+    #[test]
     fn file_vars_load_relative_to_the_tests_file() {
         let (suite, diagnostics) = parse("- vars: {doc: 'file://data/a.txt'}\n");
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
@@ -497,7 +541,7 @@ mod tests {
         assert_eq!(
             parse("- descripton: x\n").1,
             [
-                "prompts/cot/math.tests.yaml:1:3: error: unknown key `descripton` in test case (known: description, vars, assert, options, threshold, metadata)"
+                "prompts/cot/math.tests.yaml:1:3: error: unknown key `descripton` in test case (known: description, vars, assert, options, threshold, min-pass, metadata)"
             ]
         );
         assert_eq!(
