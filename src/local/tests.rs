@@ -553,3 +553,19 @@ fn debug_top_logits() {
         eprintln!("want {} got top {:?}", case.completion_ids[0], top);
     }
 }
+
+#[test]
+#[ignore = "diagnostic: writes each greedy vector's first logits to $PROMPTDECK_DUMP_LOGITS"]
+fn dump_first_logits() {
+    let Some(path) = std::env::var_os("PROMPTDECK_DUMP_LOGITS") else {
+        return;
+    };
+    let r = smollm();
+    let mut e = engine(true);
+    let all: Vec<Vec<f32>> = r
+        .greedy
+        .iter()
+        .map(|case| e.prefill_logits(&case.prompt_ids).expect("logits"))
+        .collect();
+    std::fs::write(path, serde_json::to_string(&all).expect("json")).expect("write");
+}
