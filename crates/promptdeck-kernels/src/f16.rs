@@ -2,7 +2,7 @@
 //! ties to even; subnormals kept), which is what ggml's `GGML_CPU_FP32_TO_FP16` compiles to.
 
 /// f16 bits to f32 (exact: every half value is representable).
-#[inline]
+#[inline(always)]
 pub fn to_f32(h: u16) -> f32 {
     let sign = u32::from(h & 0x8000) << 16;
     let exp = u32::from((h >> 10) & 0x1f);
@@ -26,7 +26,7 @@ pub fn to_f32(h: u16) -> f32 {
 }
 
 /// f32 to f16 bits, rounding to nearest even like `vcvtps2ph` with rounding mode 0.
-#[inline]
+#[inline(always)]
 pub fn from_f32(x: f32) -> u16 {
     let bits = x.to_bits();
     let sign = ((bits >> 16) & 0x8000) as u16;
@@ -66,9 +66,50 @@ pub fn from_f32(x: f32) -> u16 {
 }
 
 /// Rounds an f32 through f16 and back.
-#[inline]
+#[inline(always)]
 pub fn round(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let mag = bits & 0x7fff_ffff;
+    // Normal halves (2^-14 <= |x| < 65520, which rounds below infinity): round the mantissa to
+    // 10 bits, ties to even, in place; a carry moves into the exponent as it should.
+    if (0x3880_0000..0x477f_f000).contains(&mag) {
+        let r = bits + 0x0fff + ((bits >> 13) & 1);
+        return f32::from_bits(r & !0x1fff);
+    }
     to_f32(from_f32(x))
+}
+
+/// Rounds every element through f16 (see [`round`]), with F16C when the CPU has it.
+pub fn round_slice(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2() {
+        // SAFETY: the CPU has AVX2 and F16C (checked above).
+        unsafe { round_slice_f16c(x) };
+        return;
+    }
+    for v in x.iter_mut() {
+        *v = round(*v);
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2 and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn round_slice_f16c(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: `c` holds exactly 8 floats.
+        unsafe {
+            let v = _mm256_loadu_ps(c.as_ptr());
+            let r = _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+            _mm256_storeu_ps(c.as_mut_ptr(), r);
+        }
+    }
+    for v in chunks.into_remainder() {
+        *v = round(*v);
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +125,35 @@ mod tests {
             } else {
                 assert_eq!(from_f32(f), h, "{h:#x} {f}");
             }
+        }
+    }
+
+    #[test]
+    fn fast_round_matches_conversion() {
+        let mut rng = crate::quant::tests::Rng(777);
+        for _ in 0..1_000_000 {
+            let x = f32::from_bits(rng.next() as u32);
+            if x.is_nan() {
+                continue;
+            }
+            assert_eq!(round(x).to_bits(), to_f32(from_f32(x)).to_bits(), "{x:e}");
+        }
+        for x in [65504.0f32, 65519.9, 65520.0, 6.1035156e-5, 6.1e-5, -0.0, 1.0 + 1.0 / 2048.0] {
+            assert_eq!(round(x).to_bits(), to_f32(from_f32(x)).to_bits(), "{x:e}");
+        }
+    }
+
+    #[test]
+    fn round_slice_matches_scalar() {
+        let mut rng = crate::quant::tests::Rng(99);
+        let xs: Vec<f32> = (0..10_007)
+            .map(|_| f32::from_bits(rng.next() as u32))
+            .filter(|x| !x.is_nan())
+            .collect();
+        let mut fast = xs.clone();
+        round_slice(&mut fast);
+        for (a, x) in fast.iter().zip(&xs) {
+            assert_eq!(a.to_bits(), round(*x).to_bits(), "{x:e}");
         }
     }
 

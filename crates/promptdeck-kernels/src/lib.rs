@@ -14,6 +14,28 @@
 //! It lives in its own crate so that promptdeck's dev profile can build it with optimizations
 //! (`[profile.dev.package.promptdeck-kernels]`): `cargo test` and `cargo run` stay fast.
 
+/// Defines `$name` that runs `$body` (an `#[inline(always)]` function) compiled with
+/// AVX2/FMA/F16C/SSE4.1 when the CPU has them, and as plain code otherwise. Scalar `mul_add`,
+/// `round_ties_even` and friends become single instructions in the first case and library calls
+/// in the second; IEEE semantics make both give the same bits.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if $crate::has_avx2() {
+                #[target_feature(enable = "avx2,fma,f16c,sse4.1")]
+                fn fast($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU has every feature `fast` is compiled for (checked above).
+                return unsafe { fast($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 pub mod f16;
 pub mod llama;
 pub mod math;
@@ -48,6 +70,7 @@ pub enum KernelError {
     #[error("position {pos} is beyond the KV cache of {cap} positions")]
     ContextFull { pos: usize, cap: usize },
 }
+
 
 /// Whether the AVX2/FMA/F16C kernels can run on this CPU (checked once, at runtime).
 pub fn has_avx2() -> bool {

@@ -165,8 +165,10 @@ pub struct LlamaModel {
 /// The per-sequence state: the f16 KV cache, laid out `[layer][kv_head][position][dim]`.
 #[derive(Debug)]
 pub struct LlamaState {
-    k: Vec<Vec<u16>>,
-    v: Vec<Vec<u16>>,
+    /// Values are f16 (the cache type llama.cpp uses), held widened to f32 so attention reads
+    /// them without converting.
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     cap: usize,
 }
 
@@ -257,8 +259,8 @@ impl LlamaModel {
         let c = &self.cfg;
         let per_layer = c.n_head_kv * c.max_positions * c.head_dim();
         LlamaState {
-            k: (0..c.n_layer).map(|_| vec![0u16; per_layer]).collect(),
-            v: (0..c.n_layer).map(|_| vec![0u16; per_layer]).collect(),
+            k: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
+            v: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
             cap: c.max_positions,
         }
     }
@@ -340,8 +342,8 @@ impl LlamaModel {
                 for h in 0..c.n_head_kv {
                     let at = (h * state.cap + pos + t) * hd;
                     for d in 0..hd {
-                        kc[at + d] = f16::from_f32(k[t * kvw + h * hd + d]);
-                        vc[at + d] = f16::from_f32(v[t * kvw + h * hd + d]);
+                        kc[at + d] = f16::round(k[t * kvw + h * hd + d]);
+                        vc[at + d] = f16::round(v[t * kvw + h * hd + d]);
                     }
                 }
             }
@@ -374,10 +376,7 @@ impl LlamaModel {
                     out: &mut up,
                 },
             ]);
-            // ggml_swiglu: silu(gate) * up, lane by lane.
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = math::silu(*g) * *u;
-            }
+            math::swiglu(&mut gate, &up);
             let acts = Acts::quantize(layer.down.kind(), &gate, c.n_ff);
             matmul::run(&mut [Job {
                 w: &layer.down,
@@ -469,8 +468,8 @@ const FA_TILE_KV: usize = 64;
 fn attention(
     c: &LlamaConfig,
     q: &[f32],
-    kc: &[u16],
-    vc: &[u16],
+    kc: &[f32],
+    vc: &[f32],
     cap: usize,
     pos: usize,
     n: usize,
@@ -502,19 +501,21 @@ fn attention(
     }
 }
 
-/// `ggml_compute_forward_flash_attn_ext_f16_one_chunk` for one query row: Q rounded to f16,
-/// f16 dot products, online softmax with libm `expf`, V accumulated in f16.
-fn attend_one(q: &[f32], k: &[u16], v: &[u16], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> {
+multiversion! {
+    /// `ggml_compute_forward_flash_attn_ext_f16_one_chunk` for one query row: Q rounded to
+    /// f16, f16 dot products, online softmax with libm `expf`, V accumulated in f16.
+    fn attend_one(q: &[f32], k: &[f32], v: &[f32], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> => attend_one_body
+}
+
+#[inline(always)]
+fn attend_one_body(q: &[f32], k: &[f32], v: &[f32], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> {
     let qh: Vec<f32> = q.iter().map(|&x| f16::round(x)).collect();
-    let mut kf = vec![0.0f32; hd];
-    let mut acc = vec![0u16; hd];
+    // Held as f32 values that are always f16-representable.
+    let mut acc = vec![0.0f32; hd];
     let mut s_sum = 0.0f32;
     let mut m = f32::NEG_INFINITY;
     for ic in 0..n_kv {
-        for (d, kv) in kf.iter_mut().enumerate() {
-            *kv = f16::to_f32(k[ic * hd + d]);
-        }
-        let mut s = math::dot_f16_avx512(&kf, &qh);
+        let mut s = math::dot_f16_avx512(&k[ic * hd..(ic + 1) * hd], &qh);
         s *= scale;
         s += 0.0; // the mask value for a visible position
         let mut ms = 1.0f32;
@@ -524,25 +525,32 @@ fn attend_one(q: &[f32], k: &[u16], v: &[u16], hd: usize, n_kv: usize, scale: f3
             m = s;
             ms = (m_old - m).exp();
             for a in acc.iter_mut() {
-                *a = f16::from_f32(f16::to_f32(*a) * ms);
+                *a *= ms;
             }
+            f16::round_slice(&mut acc);
         } else {
             vs = (s - m).exp();
         }
         let vrow = &v[ic * hd..(ic + 1) * hd];
         for (a, &vv) in acc.iter_mut().zip(vrow) {
-            *a = f16::from_f32(f16::to_f32(vv).mul_add(vs, f16::to_f32(*a)));
+            *a = vv.mul_add(vs, *a);
         }
+        f16::round_slice(&mut acc);
         s_sum = s_sum.mul_add(ms, vs);
     }
     let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-    acc.iter().map(|&a| f16::to_f32(a) * inv).collect()
+    acc.iter().map(|&a| a * inv).collect()
 }
 
-/// `ggml_compute_forward_flash_attn_ext_tiled` for one query row: f32 Q, K·Q and P·V as
-/// sequential FMAs, 64-wide KV tiles with ggml's vector softmax (polynomial exp, sums in
-/// double per 16 lanes).
-fn attend_tiled(q: &[f32], k: &[u16], v: &[u16], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> {
+multiversion! {
+    /// `ggml_compute_forward_flash_attn_ext_tiled` for one query row: f32 Q, K·Q and P·V as
+    /// sequential FMAs, 64-wide KV tiles with ggml's vector softmax (polynomial exp, sums in
+    /// double per 16 lanes).
+    fn attend_tiled(q: &[f32], k: &[f32], v: &[f32], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> => attend_tiled_body
+}
+
+#[inline(always)]
+fn attend_tiled_body(q: &[f32], k: &[f32], v: &[f32], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> {
     let mut acc = vec![0.0f32; hd];
     let mut s_sum = 0.0f32;
     let mut m = f32::NEG_INFINITY;
@@ -558,7 +566,7 @@ fn attend_tiled(q: &[f32], k: &[u16], v: &[u16], hd: usize, n_kv: usize, scale: 
             let krow = &k[(ic + tk) * hd..(ic + tk + 1) * hd];
             let mut a = 0.0f32;
             for (d, &kv) in krow.iter().enumerate() {
-                a = f16::to_f32(kv).mul_add(q[d], a);
+                a = kv.mul_add(q[d], a);
             }
             // scale, then the mask (0 for visible positions).
             *s = a * scale + 0.0;
@@ -590,7 +598,7 @@ fn attend_tiled(q: &[f32], k: &[u16], v: &[u16], hd: usize, n_kv: usize, scale: 
         for (tk, &p) in kq.iter().enumerate().take(tile) {
             let vrow = &v[(ic + tk) * hd..(ic + tk + 1) * hd];
             for (a, &vv) in acc.iter_mut().zip(vrow) {
-                *a = f16::to_f32(vv).mul_add(p, *a);
+                *a = vv.mul_add(p, *a);
             }
         }
         ic += FA_TILE_KV;

@@ -4,7 +4,7 @@
 
 /// `ggml_v_expf` for one lane (AVX-512 variant: `scalef` for the final scaling; identical to
 /// the AVX2 variant for |n| <= 126).
-#[inline]
+#[inline(always)]
 pub fn v_expf(x: f32) -> f32 {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // log2(e)
@@ -27,18 +27,38 @@ pub fn v_expf(x: f32) -> f32 {
     if n.is_nan() {
         return f32::NAN;
     }
+    let n = n as i32;
+    if (-126..=127).contains(&n) {
+        // j * 2^n is exact here unless it is subnormal, where both round once to nearest.
+        let p = j * f32::from_bits(((n + 127) as u32) << 23);
+        if p.is_normal() {
+            return p;
+        }
+    }
     // scalef(j, n) = j * 2^n, rounded once; f64 holds the product exactly.
-    (f64::from(j) * 2f64.powi(n as i32)) as f32
+    (f64::from(j) * 2f64.powi(n)) as f32
 }
 
 /// ggml's SiLU lane: `x / (1 + v_expf(-x))`.
-#[inline]
+#[inline(always)]
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + v_expf(0.0 - x))
 }
 
+#[inline(always)]
+fn swiglu_body(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * *u;
+    }
+}
+
+multiversion! {
+    /// `ggml_vec_swiglu_f32`: `gate = silu(gate) * up`, lane by lane.
+    pub fn swiglu(gate: &mut [f32], up: &[f32]) => swiglu_body
+}
+
 /// `_mm512_reduce_add_ps` as GCC implements it, over 16 lanes.
-#[inline]
+#[inline(always)]
 pub fn reduce16(v: &[f32; 16]) -> f32 {
     let mut t3 = [0.0f32; 8];
     for i in 0..8 {
@@ -54,6 +74,7 @@ pub fn reduce16(v: &[f32; 16]) -> f32 {
 
 /// `ggml_vec_dot_f16` on AVX-512 (F32 accumulation, 4 x 16 lanes per 64 elements) for
 /// `n` a multiple of 64; the result is widened to double by ggml then stored as float.
+#[inline(always)]
 pub fn dot_f16_avx512(x: &[f32], y: &[f32]) -> f32 {
     debug_assert_eq!(x.len(), y.len());
     let n = x.len();

@@ -25,17 +25,29 @@ pub struct ActBlock {
     pub qs: [i8; QK],
 }
 
-/// ggml's x86 `quantize_row_q8_1`: `d = amax/127` (stored as f16), `q = round_even(x*127/amax)`,
-/// `s = f16(d * sum(q))` with the unrounded `d`. `x.len()` must be `out.len() * 32`.
-pub fn quantize_row_q8_1(x: &[f32], out: &mut [ActBlock]) {
+#[inline(always)]
+fn q8_1_body(x: &[f32], out: &mut [ActBlock]) {
     quantize_row(x, out, true);
 }
 
-/// ggml's x86 `quantize_row_q8_0` (as `quantize_row_q8_1` without the sum).
-pub fn quantize_row_q8_0(x: &[f32], out: &mut [ActBlock]) {
+#[inline(always)]
+fn q8_0_body(x: &[f32], out: &mut [ActBlock]) {
     quantize_row(x, out, false);
 }
 
+multiversion! {
+    /// ggml's x86 `quantize_row_q8_1`: `d = amax/127` (stored as f16),
+    /// `q = round_even(x*127/amax)`, `s = f16(d * sum(q))` with the unrounded `d`.
+    /// `x.len()` must be `out.len() * 32`.
+    pub fn quantize_row_q8_1(x: &[f32], out: &mut [ActBlock]) => q8_1_body
+}
+
+multiversion! {
+    /// ggml's x86 `quantize_row_q8_0` (as `quantize_row_q8_1` without the sum).
+    pub fn quantize_row_q8_0(x: &[f32], out: &mut [ActBlock]) => q8_0_body
+}
+
+#[inline(always)]
 fn quantize_row(x: &[f32], out: &mut [ActBlock], with_sum: bool) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (xb, blk) in x.chunks_exact(QK).zip(out.iter_mut()) {
