@@ -757,6 +757,21 @@ fn repack_q4_1_to_q8_0(
 
 #[cfg(test)]
 impl Engine {
+    /// Runs a prefill on the native kernels and returns every traced intermediate tensor.
+    pub(super) fn trace_native(&mut self, ids: &[u32]) -> Vec<(String, Vec<f32>)> {
+        let mut out = Vec::new();
+        if let Model::Native { model, state } = &mut self.model {
+            self.pool.install(|| {
+                model
+                    .forward_traced(state, ids, 0, &mut |name, v| {
+                        out.push((name.to_string(), v.to_vec()))
+                    })
+                    .expect("forward");
+            });
+        }
+        out
+    }
+
     /// Logits after a prefill of `ids`, for numeric comparisons in tests.
     pub(super) fn prefill_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
         let model = &mut self.model;

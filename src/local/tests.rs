@@ -569,3 +569,23 @@ fn dump_first_logits() {
         .collect();
     std::fs::write(path, serde_json::to_string(&all).expect("json")).expect("write");
 }
+
+#[test]
+#[ignore = "diagnostic: writes the native engine's intermediate tensors for greedy case $PROMPTDECK_TRACE_CASE to $PROMPTDECK_TRACE"]
+fn trace_native_tensors() {
+    let Some(path) = std::env::var_os("PROMPTDECK_TRACE") else {
+        return;
+    };
+    let case: usize = std::env::var("PROMPTDECK_TRACE_CASE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let r = smollm();
+    let mut e = engine(true);
+    let all = e.trace_native(&r.greedy[case].prompt_ids);
+    let map: serde_json::Map<String, serde_json::Value> = all
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::json!(v)))
+        .collect();
+    std::fs::write(path, serde_json::to_string(&map).expect("json")).expect("write");
+}

@@ -102,8 +102,8 @@ fn check_dims(name: &str, t: &WeightData, want: &[usize]) -> Result<(), KernelEr
     Ok(())
 }
 
-fn matrix(t: &WeightData, name: &str, cols: usize, rows: usize) -> Result<Matrix, KernelError> {
-    check_dims(name, t, &[cols, rows])?;
+fn matrix(t: WeightData, name: &str, cols: usize, rows: usize) -> Result<Matrix, KernelError> {
+    check_dims(name, &t, &[cols, rows])?;
     let kind = weight_kind(name, &t.ty)?;
     let want = rows * cols / QK * kind.block_bytes();
     if t.bytes.len() != want {
@@ -113,7 +113,7 @@ fn matrix(t: &WeightData, name: &str, cols: usize, rows: usize) -> Result<Matrix
             want,
         });
     }
-    Ok(Matrix::new(kind, &t.bytes, rows, cols))
+    Ok(Matrix::new(kind, t.bytes, rows, cols))
 }
 
 fn vector(src: &mut dyn TensorSource, name: &str, n: usize) -> Result<Vec<f32>, KernelError> {
@@ -182,15 +182,17 @@ impl LlamaModel {
         check_dims("token_embd.weight", &embd_t, &[e, v])?;
         let embd_kind = weight_kind("token_embd.weight", &embd_t.ty)?;
         let output = match src.tensor("output.weight")? {
-            Some(t) => matrix(&t, "output.weight", e, v)?,
-            None => matrix(&embd_t, "token_embd.weight", e, v)?,
+            Some(t) => matrix(t, "output.weight", e, v)?,
+            // Tied embeddings: the output matrix is a copy of the table (llama.cpp duplicates
+            // it too).
+            None => matrix(embd_t.clone(), "token_embd.weight", e, v)?,
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let mut m = |name: &str, cols: usize, rows: usize| -> Result<Matrix, KernelError> {
                 let full = format!("blk.{i}.{name}.weight");
                 let t = required(src, &full)?;
-                matrix(&t, &full, cols, rows)
+                matrix(t, &full, cols, rows)
             };
             let wq = m("attn_q", e, e)?;
             let wk = m("attn_k", e, kv)?;
@@ -273,6 +275,18 @@ impl LlamaModel {
         tokens: &[u32],
         pos: usize,
     ) -> Result<Vec<f32>, KernelError> {
+        self.forward_traced(state, tokens, pos, &mut |_, _| {})
+    }
+
+    /// [`Self::forward`], handing each intermediate tensor to `trace` under llama.cpp's graph
+    /// name (`attn_norm-0`, `Qcur-0`, ...), for numeric comparisons with llama.cpp.
+    pub fn forward_traced(
+        &self,
+        state: &mut LlamaState,
+        tokens: &[u32],
+        pos: usize,
+        trace: &mut dyn FnMut(&str, &[f32]),
+    ) -> Result<Vec<f32>, KernelError> {
         let c = &self.cfg;
         let n = tokens.len();
         if n == 0 {
@@ -310,6 +324,7 @@ impl LlamaModel {
         let mut up = Vec::new();
         for (li, layer) in self.layers.iter().enumerate() {
             let cur = rms_norm(&x, e, c.rms_eps, &layer.attn_norm);
+            trace(&format!("attn_norm-{li}"), &cur);
             let acts = Acts::quantize(layer.wq.kind(), &cur, e);
             let acts_kv = if layer.wk.kind() == layer.wq.kind() {
                 None
@@ -334,8 +349,13 @@ impl LlamaModel {
                     out: &mut v,
                 },
             ]);
+            trace(&format!("Qcur-{li}"), &q);
+            trace(&format!("Kcur-{li}"), &k);
+            trace(&format!("Vcur-{li}"), &v);
             rope.apply(&mut q, c.n_head, hd);
             rope.apply(&mut k, c.n_head_kv, hd);
+            trace(&format!("Qrope-{li}"), &q);
+            trace(&format!("Krope-{li}"), &k);
             // Store K and V as f16 (ggml_set_rows into the f16 cache).
             let (kc, vc) = (&mut state.k[li], &mut state.v[li]);
             for t in 0..n {
@@ -348,16 +368,20 @@ impl LlamaModel {
                 }
             }
             attention(c, &q, kc, vc, state.cap, pos, n, &mut attn);
+            trace(&format!("kqv_out-{li}"), &attn);
             let acts = Acts::quantize(layer.wo.kind(), &attn, e);
             matmul::run(&mut [Job {
                 w: &layer.wo,
                 x: &acts,
                 out: &mut proj,
             }]);
+            trace(&format!("attn_out-{li}"), &proj);
             for (xv, p) in x.iter_mut().zip(&proj) {
                 *xv += *p;
             }
+            trace(&format!("ffn_inp-{li}"), &x);
             let cur = rms_norm(&x, e, c.rms_eps, &layer.ffn_norm);
+            trace(&format!("ffn_norm-{li}"), &cur);
             let acts = Acts::quantize(layer.gate.kind(), &cur, e);
             let acts_up = if layer.up.kind() == layer.gate.kind() {
                 None
@@ -376,20 +400,26 @@ impl LlamaModel {
                     out: &mut up,
                 },
             ]);
+            trace(&format!("ffn_gate-{li}"), &gate);
+            trace(&format!("ffn_up-{li}"), &up);
             math::swiglu(&mut gate, &up);
+            trace(&format!("ffn_swiglu-{li}"), &gate);
             let acts = Acts::quantize(layer.down.kind(), &gate, c.n_ff);
             matmul::run(&mut [Job {
                 w: &layer.down,
                 x: &acts,
                 out: &mut proj,
             }]);
+            trace(&format!("ffn_out-{li}"), &proj);
             for (xv, p) in x.iter_mut().zip(&proj) {
                 *xv += *p;
             }
+            trace(&format!("l_out-{li}"), &x);
         }
         // Only the last token's logits are needed (llama.cpp also computes just those).
         let last = &x[(n - 1) * e..];
         let cur = rms_norm(last, e, c.rms_eps, &self.output_norm);
+        trace("result_norm", &cur);
         let acts = Acts::quantize(self.output.kind(), &cur, e);
         let mut logits = Vec::new();
         matmul::run(&mut [Job {
@@ -397,6 +427,7 @@ impl LlamaModel {
             x: &acts,
             out: &mut logits,
         }]);
+        trace("result_output", &logits);
         Ok(logits)
     }
 }
@@ -443,15 +474,27 @@ impl RopeCache {
 
     /// Rotates `x` (`[token][head][hd]`) in place.
     fn apply(&self, x: &mut [f32], heads: usize, hd: usize) {
-        for (t, tok) in x.chunks_exact_mut(heads * hd).enumerate() {
-            let cs = &self.cs[t * self.n_rot..(t + 1) * self.n_rot];
-            for head in tok.chunks_exact_mut(hd) {
-                for i in (0..self.n_rot).step_by(2) {
-                    let (c, s) = (cs[i], cs[i + 1]);
-                    let (x0, x1) = (head[i], head[i + 1]);
-                    head[i] = x0 * c - x1 * s;
-                    head[i + 1] = x0 * s + x1 * c;
-                }
+        rotate(&self.cs, self.n_rot, x, heads, hd);
+    }
+}
+
+multiversion! {
+    /// ggml's `rotate_pairs` for normal mode, as GCC compiles it with FMA contraction: the
+    /// first product of each expression is fused, `x0*cos - x1*sin` becomes
+    /// `fma(x0, cos, -(x1*sin))`.
+    fn rotate(cs: &[f32], n_rot: usize, x: &mut [f32], heads: usize, hd: usize) => rotate_body
+}
+
+#[inline(always)]
+fn rotate_body(cs: &[f32], n_rot: usize, x: &mut [f32], heads: usize, hd: usize) {
+    for (t, tok) in x.chunks_exact_mut(heads * hd).enumerate() {
+        let cs = &cs[t * n_rot..(t + 1) * n_rot];
+        for head in tok.chunks_exact_mut(hd) {
+            for i in (0..n_rot).step_by(2) {
+                let (c, s) = (cs[i], cs[i + 1]);
+                let (x0, x1) = (head[i], head[i + 1]);
+                head[i] = x0.mul_add(c, -(x1 * s));
+                head[i + 1] = x0.mul_add(s, x1 * c);
             }
         }
     }

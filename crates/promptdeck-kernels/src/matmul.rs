@@ -1,12 +1,11 @@
-//! Weight matrices in the packed eight-row layout and the parallel products of activations with
-//! them. Work is split into many small row-group tasks on the caller's rayon pool, so a thread
+//! Weight matrices and the parallel products of activations with them. Work is split into many small row-group tasks on the caller's rayon pool, so a thread
 //! that the OS deschedules (the other core is busy) delays nobody: the others take its tasks.
 
 use rayon::prelude::*;
 
 use crate::quant::{self, ActBlock, GROUP, QK, WeightKind};
 
-/// A weight matrix of `rows` outputs by `cols` inputs, packed for [`quant::group_dot`].
+/// A weight matrix of `rows` outputs by `cols` inputs, in GGUF block layout.
 #[derive(Debug)]
 pub struct Matrix {
     kind: WeightKind,
@@ -16,10 +15,10 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    /// Packs GGUF bytes (row-major blocks); the caller has checked the byte length.
-    pub fn new(kind: WeightKind, bytes: &[u8], rows: usize, cols: usize) -> Self {
+    /// Takes GGUF bytes (row-major blocks); the caller has checked the byte length.
+    pub fn new(kind: WeightKind, data: Vec<u8>, rows: usize, cols: usize) -> Self {
         debug_assert_eq!(cols % QK, 0);
-        let data = quant::pack(kind, bytes, rows, cols / QK);
+        debug_assert_eq!(data.len(), rows * cols / QK * kind.block_bytes());
         Self {
             kind,
             rows,
@@ -101,13 +100,13 @@ pub fn run(jobs: &mut [Job<'_>]) {
         .iter()
         .map(|j| {
             assert!(j.x.fits(j.w), "activations quantized for another weight type");
-            vec![0.0f32; j.w.rows.div_ceil(GROUP) * GROUP * j.x.n_tok]
+            vec![0.0f32; j.w.rows * j.x.n_tok]
         })
         .collect();
     let mut tasks: Vec<Task<'_>> = Vec::new();
     for (job, buf) in jobs.iter().zip(scratch.iter_mut()) {
         let n_tok = job.x.n_tok;
-        for (group, out) in buf.chunks_exact_mut(GROUP * n_tok).enumerate() {
+        for (group, out) in buf.chunks_mut(GROUP * n_tok).enumerate() {
             tasks.push(Task {
                 w: job.w,
                 x: job.x,
@@ -116,23 +115,25 @@ pub fn run(jobs: &mut [Job<'_>]) {
             });
         }
     }
-    // Small tasks: a few microseconds each for decode, so idle threads always find work.
-    tasks.into_par_iter().with_min_len(4).for_each(|t| {
+    // Small tasks (a few microseconds each for decode), so idle threads always find work.
+    tasks.into_par_iter().with_min_len(2).for_each(|t| {
         let nb = t.w.cols / QK;
-        let gbytes = nb * t.w.kind.group_block_bytes();
-        let data = &t.w.data[t.group * gbytes..(t.group + 1) * gbytes];
-        quant::group_dot(t.w.kind, data, nb, &t.x.blocks, t.out);
+        let row_bytes = nb * t.w.kind.block_bytes();
+        let r0 = t.group * GROUP;
+        let rows = GROUP.min(t.w.rows - r0);
+        let data = &t.w.data[r0 * row_bytes..(r0 + rows) * row_bytes];
+        quant::dot_rows(t.w.kind, data, rows, nb, &t.x.blocks, t.out);
     });
     for (job, buf) in jobs.iter_mut().zip(scratch) {
         let (rows, n_tok) = (job.w.rows, job.x.n_tok);
         job.out.clear();
         job.out.resize(rows * n_tok, 0.0);
-        // Group-major [group][token][8] to token-major [token][row].
-        for (g, gb) in buf.chunks_exact(GROUP * n_tok).enumerate() {
+        // Group-major [group][token][row in group] to token-major [token][row].
+        for (g, gb) in buf.chunks(GROUP * n_tok).enumerate() {
+            let r0 = g * GROUP;
+            let n = GROUP.min(rows - r0);
             for t in 0..n_tok {
-                let r0 = g * GROUP;
-                let n = GROUP.min(rows - r0);
-                job.out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&gb[t * GROUP..t * GROUP + n]);
+                job.out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&gb[t * n..(t + 1) * n]);
             }
         }
     }

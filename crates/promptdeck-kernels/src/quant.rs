@@ -1,19 +1,19 @@
 //! ggml block formats: the activation quantizers (`quantize_row_q8_1` / `q8_0` as ggml's x86
-//! build computes them) and the weight formats repacked eight rows at a time, with their
-//! integer dot-product kernels.
+//! build computes them) and the Q4_1 x Q8_1 and Q8_0 x Q8_0 dot-product kernels.
 //!
-//! Numerics follow ggml's AMX/VNNI backend for these types (what llama.cpp uses for Q4_1 and
-//! Q8_0 matrices on a CPU with AMX-INT8): for each output, blocks are visited in order and
-//! accumulated as `c = fma(isum, d_w * d_a, c)` (then `c = fma(m_w, s_a, c)` for Q4_1), where
-//! `isum` is the exact integer dot product of the block. The AVX2 kernels put eight weight rows
-//! in the eight lanes, so each lane performs exactly that scalar sequence.
+//! Numerics follow ggml's x86 CPU kernels (`ggml_vec_dot_q4_1_q8_1`, `ggml_vec_dot_q8_0_q8_0`
+//! and llamafile's tinyBLAS, which agree): per block, eight lanes each hold the exact integer
+//! dot product of four consecutive elements and accumulate `fma(d_w * d_a, lane, acc)`; the
+//! lanes are summed in ggml's `hsum_float_8` order. That is what llama.cpp computes on an x86
+//! CPU without AMX (with AMX it uses other kernels, which fault on machines that report AMX
+//! but do not enable it, as these test machines do).
 
 use crate::f16;
 
 /// Elements per quantization block (Q4_1, Q8_0, Q8_1).
 pub const QK: usize = 32;
-/// Weight rows interleaved together in the packed formats (one per AVX2 lane).
-pub const GROUP: usize = 8;
+/// Weight rows per parallel task.
+pub const GROUP: usize = 16;
 
 /// One block of quantized activations. The f16 scale (`d`) and, for Q8_1, the f16 scaled sum
 /// (`s`) are stored widened to f32, which is exact.
@@ -91,16 +91,6 @@ impl WeightKind {
         }
     }
 
-    /// Bytes of one packed block of eight rows.
-    pub fn group_block_bytes(self) -> usize {
-        match self {
-            // 8 d + 8 m (f16) + 8 rows x 16 nibble bytes
-            Self::Q4_1 => 32 + 128,
-            // 8 d (f16) + 8 rows x 32 bytes
-            Self::Q8_0 => 16 + 256,
-        }
-    }
-
     /// Whether activations are quantized to Q8_1 (true) or Q8_0 for this weight format.
     pub fn uses_q8_1(self) -> bool {
         matches!(self, Self::Q4_1)
@@ -109,56 +99,6 @@ impl WeightKind {
 
 fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-/// Repacks `rows` rows of GGUF blocks (row-major, `nb` blocks per row) into groups of eight
-/// rows. Rows past `rows` in the last group are zero (their outputs are discarded).
-pub fn pack(kind: WeightKind, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
-    let groups = rows.div_ceil(GROUP);
-    let gbb = kind.group_block_bytes();
-    let bb = kind.block_bytes();
-    let mut out = vec![0u8; groups * nb * gbb];
-    for g in 0..groups {
-        for b in 0..nb {
-            let dst = &mut out[(g * nb + b) * gbb..][..gbb];
-            for r in 0..GROUP {
-                let row = g * GROUP + r;
-                if row >= rows {
-                    continue;
-                }
-                let blk = &src[(row * nb + b) * bb..][..bb];
-                match kind {
-                    WeightKind::Q4_1 => {
-                        dst[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
-                        dst[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk[2..4]);
-                        let qs = &blk[4..20];
-                        let nib = |e: usize| {
-                            if e < 16 {
-                                qs[e] & 0x0f
-                            } else {
-                                qs[e - 16] >> 4
-                            }
-                        };
-                        for p in 0..4 {
-                            for i in 0..4 {
-                                dst[32 + p * 32 + r * 4 + i] =
-                                    nib(8 * p + i) | (nib(8 * p + 4 + i) << 4);
-                            }
-                        }
-                    }
-                    WeightKind::Q8_0 => {
-                        dst[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
-                        let qs = &blk[2..34];
-                        for k in 0..8 {
-                            dst[16 + k * 32 + r * 4..16 + k * 32 + r * 4 + 4]
-                                .copy_from_slice(&qs[4 * k..4 * k + 4]);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Dequantizes one GGUF row (for embedding lookups), as ggml's `dequantize_row_*`.
@@ -185,199 +125,201 @@ pub fn dequantize_row(kind: WeightKind, src: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Computes one group of eight rows against `acts.len() / nb` activation rows: `out[t * 8 + r]`
-/// is the dot product of packed row `r` with activation row `t`. `data` is the group's packed
-/// blocks. Dispatches to AVX2 when the CPU has it; both paths give identical bits.
-pub fn group_dot(kind: WeightKind, data: &[u8], nb: usize, acts: &[ActBlock], out: &mut [f32]) {
-    let n_tok = acts.len() / nb;
-    debug_assert_eq!(out.len(), n_tok * GROUP);
-    #[cfg(target_arch = "x86_64")]
-    if crate::has_avx2() {
-        // SAFETY: the CPU supports AVX2, FMA and F16C (checked above); slice lengths are
-        // checked inside against `nb` and the token count.
-        unsafe { avx2::group_dot(kind, data, nb, acts, out) };
-        return;
-    }
-    group_dot_scalar(kind, data, nb, acts, out);
+/// ggml's `hsum_float_8`: (lanes 4..8 + lanes 0..4), then (0 + 2) + (1 + 3).
+#[inline(always)]
+pub fn hsum8(v: &[f32; 8]) -> f32 {
+    let t = [v[4] + v[0], v[5] + v[1], v[6] + v[2], v[7] + v[3]];
+    (t[0] + t[2]) + (t[1] + t[3])
 }
 
-/// The scalar reference for [`group_dot`].
-pub fn group_dot_scalar(
+/// Dot products of `rows` consecutive weight rows (GGUF layout, `nb` blocks each) with every
+/// activation row in `acts` (`n_tok` rows of `nb` blocks): `out[t * rows + r]`. Dispatches to
+/// AVX2 when the CPU has it; both paths give identical bits.
+pub fn dot_rows(kind: WeightKind, data: &[u8], rows: usize, nb: usize, acts: &[ActBlock], out: &mut [f32]) {
+    let n_tok = acts.len() / nb;
+    assert!(data.len() >= rows * nb * kind.block_bytes());
+    assert!(out.len() >= n_tok * rows);
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2() {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked above); lengths checked above.
+        unsafe { avx2::dot_rows(kind, data, rows, nb, acts, out) };
+        return;
+    }
+    dot_rows_scalar(kind, data, rows, nb, acts, out);
+}
+
+/// The scalar reference for [`dot_rows`]: ggml's x86 `ggml_vec_dot_q4_1_q8_1` and
+/// `ggml_vec_dot_q8_0_q8_0` lane by lane. Lane `l` of a block holds the exact integer sum of
+/// elements `4l..4l+4`; lanes accumulate `fma(d_w * d_a, lane, acc)` over the blocks; the row
+/// result is `hsum8(acc)` plus, for Q4_1, `sum(m_w * s_a)` accumulated with FMA in order.
+pub fn dot_rows_scalar(
     kind: WeightKind,
     data: &[u8],
+    rows: usize,
     nb: usize,
     acts: &[ActBlock],
     out: &mut [f32],
 ) {
-    let gbb = kind.group_block_bytes();
+    let bb = kind.block_bytes();
     let n_tok = acts.len() / nb;
     for t in 0..n_tok {
         let arow = &acts[t * nb..(t + 1) * nb];
-        for r in 0..GROUP {
-            let mut c = 0.0f32;
-            for (b, a) in arow.iter().enumerate() {
-                let blk = &data[b * gbb..(b + 1) * gbb];
-                let dw = f16::to_f32(le16(blk, 2 * r));
+        for r in 0..rows {
+            let row = &data[r * nb * bb..(r + 1) * nb * bb];
+            let mut acc = [0.0f32; 8];
+            let mut summs = 0.0f32;
+            for (blk, a) in row.chunks_exact(bb).zip(arow) {
+                let dw = f16::to_f32(le16(blk, 0));
+                let dd = dw * a.d;
+                let mut w = [0i32; QK];
                 match kind {
                     WeightKind::Q4_1 => {
-                        let mw = f16::to_f32(le16(blk, 16 + 2 * r));
-                        let mut isum = 0i32;
-                        for p in 0..4 {
-                            for i in 0..4 {
-                                let byte = blk[32 + p * 32 + r * 4 + i];
-                                isum += i32::from(byte & 0x0f) * i32::from(a.qs[8 * p + i]);
-                                isum += i32::from(byte >> 4) * i32::from(a.qs[8 * p + 4 + i]);
-                            }
+                        let mw = f16::to_f32(le16(blk, 2));
+                        summs = mw.mul_add(a.s, summs);
+                        for j in 0..16 {
+                            w[j] = i32::from(blk[4 + j] & 0x0f);
+                            w[j + 16] = i32::from(blk[4 + j] >> 4);
                         }
-                        c = (isum as f32).mul_add(dw * a.d, c);
-                        c = mw.mul_add(a.s, c);
                     }
                     WeightKind::Q8_0 => {
-                        let mut isum = 0i32;
-                        for k in 0..8 {
-                            for i in 0..4 {
-                                let w = blk[16 + k * 32 + r * 4 + i] as i8;
-                                isum += i32::from(w) * i32::from(a.qs[4 * k + i]);
-                            }
+                        for (j, wj) in w.iter_mut().enumerate() {
+                            *wj = i32::from(blk[2 + j] as i8);
                         }
-                        c = (isum as f32).mul_add(dw * a.d, c);
                     }
                 }
+                for (l, acc) in acc.iter_mut().enumerate() {
+                    let isum: i32 = (4 * l..4 * l + 4).map(|j| w[j] * i32::from(a.qs[j])).sum();
+                    *acc = dd.mul_add(isum as f32, *acc);
+                }
             }
-            out[t * GROUP + r] = c;
+            out[t * rows + r] = hsum8(&acc) + summs;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{ActBlock, GROUP, WeightKind};
+    use super::{ActBlock, WeightKind};
     use std::arch::x86_64::*;
 
-    /// Tokens computed together against one unpacked weight block.
+    /// Activation rows computed together against one unpacked weight block.
     const TILE: usize = 4;
 
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
+    /// The CPU must support AVX2, FMA and F16C; `data` must hold `rows * nb` blocks and `out`
+    /// `n_tok * rows` floats.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn group_dot(
+    pub unsafe fn dot_rows(
         kind: WeightKind,
         data: &[u8],
+        rows: usize,
         nb: usize,
         acts: &[ActBlock],
         out: &mut [f32],
     ) {
         let n_tok = acts.len() / nb;
-        assert!(data.len() >= nb * kind.group_block_bytes());
-        assert!(out.len() >= n_tok * GROUP);
-        let mut t = 0;
-        while t < n_tok {
-            let n = (n_tok - t).min(TILE);
-            let a = &acts[t * nb..(t + n) * nb];
-            let o = &mut out[t * GROUP..(t + n) * GROUP];
-            // SAFETY: features are enabled by this function's attribute; lengths checked above.
-            unsafe {
+        let bb = kind.block_bytes();
+        for r in 0..rows {
+            let row = &data[r * nb * bb..(r + 1) * nb * bb];
+            let mut t = 0;
+            while t < n_tok {
+                let n = (n_tok - t).min(TILE);
+                let a = &acts[t * nb..(t + n) * nb];
+                let mut res = [0.0f32; TILE];
                 match (kind, n) {
-                    (WeightKind::Q4_1, 4) => q4_1::<4>(data, nb, a, o),
-                    (WeightKind::Q4_1, 3) => q4_1::<3>(data, nb, a, o),
-                    (WeightKind::Q4_1, 2) => q4_1::<2>(data, nb, a, o),
-                    (WeightKind::Q4_1, _) => q4_1::<1>(data, nb, a, o),
-                    (WeightKind::Q8_0, 4) => q8_0::<4>(data, nb, a, o),
-                    (WeightKind::Q8_0, 3) => q8_0::<3>(data, nb, a, o),
-                    (WeightKind::Q8_0, 2) => q8_0::<2>(data, nb, a, o),
-                    (WeightKind::Q8_0, _) => q8_0::<1>(data, nb, a, o),
+                    (WeightKind::Q4_1, 4) => q4_1::<4>(row, nb, a, &mut res),
+                    (WeightKind::Q4_1, 3) => q4_1::<3>(row, nb, a, &mut res),
+                    (WeightKind::Q4_1, 2) => q4_1::<2>(row, nb, a, &mut res),
+                    (WeightKind::Q4_1, _) => q4_1::<1>(row, nb, a, &mut res),
+                    (WeightKind::Q8_0, 4) => q8_0::<4>(row, nb, a, &mut res),
+                    (WeightKind::Q8_0, 3) => q8_0::<3>(row, nb, a, &mut res),
+                    (WeightKind::Q8_0, 2) => q8_0::<2>(row, nb, a, &mut res),
+                    (WeightKind::Q8_0, _) => q8_0::<1>(row, nb, a, &mut res),
                 }
+                for (i, v) in res.iter().enumerate().take(n) {
+                    out[(t + i) * rows + r] = *v;
+                }
+                t += n;
             }
-            t += n;
         }
     }
 
-    /// Four consecutive activation bytes broadcast to every 32-bit lane.
     #[inline]
-    #[target_feature(enable = "avx2")]
-    fn bcast4(q: &[i8; 32], at: usize) -> __m256i {
-        let v = i32::from_le_bytes([q[at] as u8, q[at + 1] as u8, q[at + 2] as u8, q[at + 3] as u8]);
-        _mm256_set1_epi32(v)
+    #[target_feature(enable = "avx2,f16c")]
+    fn half(b: &[u8]) -> f32 {
+        let h = u16::from_le_bytes([b[0], b[1]]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
     }
 
-    /// Q4_1 x Q8_1 for eight rows and `T` activation rows.
+    /// ggml's `hsum_float_8`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn hsum(x: __m256) -> f32 {
+        let mut r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn load32(q: &[i8; 32]) -> __m256i {
+        // SAFETY: `q` is exactly 32 bytes.
+        unsafe { _mm256_loadu_si256(q.as_ptr() as *const __m256i) }
+    }
+
+    /// `ggml_vec_dot_q4_1_q8_1` (x86) for one row and `T` activation rows.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_1<const T: usize>(data: &[u8], nb: usize, acts: &[ActBlock], out: &mut [f32]) {
-        const GBB: usize = 160;
+    fn q4_1<const T: usize>(row: &[u8], nb: usize, acts: &[ActBlock], out: &mut [f32; TILE]) {
         let ones = _mm256_set1_epi16(1);
         let low = _mm256_set1_epi8(0x0f);
         let mut acc = [_mm256_setzero_ps(); T];
-        for b in 0..nb {
-            let blk = &data[b * GBB..(b + 1) * GBB];
-            // SAFETY: `blk` is 160 bytes: d at 0..16, m at 16..32, nibbles at 32..160.
-            let (dw, mw, w) = unsafe {
-                let p = blk.as_ptr();
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
-                let mut w = [_mm256_setzero_si256(); 8];
-                for q in 0..4 {
-                    let v = _mm256_loadu_si256(p.add(32 + 32 * q) as *const __m256i);
-                    w[2 * q] = _mm256_and_si256(v, low);
-                    w[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
-                }
-                (dw, mw, w)
-            };
-            for (t, acc) in acc.iter_mut().enumerate() {
+        let mut summs = [0.0f32; T];
+        for (b, blk) in row.chunks_exact(20).enumerate().take(nb) {
+            let dw = half(&blk[0..2]);
+            let mw = half(&blk[2..4]);
+            // bytes_from_nibbles_32: low nibbles are elements 0..16, high nibbles 16..32.
+            // SAFETY: `blk[4..20]` is 16 bytes.
+            let tmp = unsafe { _mm_loadu_si128(blk[4..20].as_ptr() as *const __m128i) };
+            let w = _mm256_and_si256(
+                _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp)),
+                low,
+            );
+            for t in 0..T {
                 let a = &acts[t * nb + b];
-                // Each i16 lane sums at most 8 products of 15*128*2, so it cannot saturate.
-                let mut s16 = _mm256_maddubs_epi16(w[0], bcast4(&a.qs, 0));
-                for (k, wk) in w.iter().enumerate().skip(1) {
-                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(*wk, bcast4(&a.qs, 4 * k)));
-                }
-                let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
-                let dd = _mm256_mul_ps(dw, _mm256_set1_ps(a.d));
-                *acc = _mm256_fmadd_ps(isum, dd, *acc);
-                *acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.s), *acc);
+                summs[t] = mw.mul_add(a.s, summs[t]);
+                let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                    _mm256_maddubs_epi16(w, load32(&a.qs)),
+                    ones,
+                ));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), xy, acc[t]);
             }
         }
-        for (t, acc) in acc.iter().enumerate() {
-            // SAFETY: `out` holds T*8 floats (checked by the caller).
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(t * GROUP), *acc) };
+        for t in 0..T {
+            out[t] = hsum(acc[t]) + summs[t];
         }
     }
 
-    /// Q8_0 x Q8_0 for eight rows and `T` activation rows.
+    /// `ggml_vec_dot_q8_0_q8_0` (x86; tinyBLAS gives the same sums) for one row and `T`
+    /// activation rows.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0<const T: usize>(data: &[u8], nb: usize, acts: &[ActBlock], out: &mut [f32]) {
-        const GBB: usize = 272;
+    fn q8_0<const T: usize>(row: &[u8], nb: usize, acts: &[ActBlock], out: &mut [f32; TILE]) {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); T];
-        for b in 0..nb {
-            let blk = &data[b * GBB..(b + 1) * GBB];
-            // SAFETY: `blk` is 272 bytes: d at 0..16, quants at 16..272.
-            let (dw, w) = unsafe {
-                let p = blk.as_ptr();
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                let mut w = [_mm256_setzero_si256(); 8];
-                for (k, w) in w.iter_mut().enumerate() {
-                    *w = _mm256_loadu_si256(p.add(16 + 32 * k) as *const __m256i);
-                }
-                (dw, w)
-            };
-            let aw: [__m256i; 8] = std::array::from_fn(|k| _mm256_sign_epi8(w[k], w[k]));
-            for (t, acc) in acc.iter_mut().enumerate() {
+        for (b, blk) in row.chunks_exact(34).enumerate().take(nb) {
+            let dw = half(&blk[0..2]);
+            // SAFETY: `blk[2..34]` is 32 bytes.
+            let w = unsafe { _mm256_loadu_si256(blk[2..34].as_ptr() as *const __m256i) };
+            let ax = _mm256_sign_epi8(w, w);
+            for t in 0..T {
                 let a = &acts[t * nb + b];
-                // |w| * sign(a, w) = w * a; pairs stay below 2*127*128, no saturation.
-                let mut isum = _mm256_setzero_si256();
-                for k in 0..8 {
-                    let sa = _mm256_sign_epi8(bcast4(&a.qs, 4 * k), w[k]);
-                    isum = _mm256_add_epi32(
-                        isum,
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(aw[k], sa), ones),
-                    );
-                }
-                let dd = _mm256_mul_ps(dw, _mm256_set1_ps(a.d));
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd, *acc);
+                let sy = _mm256_sign_epi8(load32(&a.qs), w);
+                let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), xy, acc[t]);
             }
         }
-        for (t, acc) in acc.iter().enumerate() {
-            // SAFETY: `out` holds T*8 floats (checked by the caller).
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(t * GROUP), *acc) };
+        for t in 0..T {
+            out[t] = hsum(acc[t]);
         }
     }
 }
@@ -416,42 +358,12 @@ pub(crate) mod tests {
         v
     }
 
-    fn reference_dot(kind: WeightKind, row: &[u8], acts: &[ActBlock]) -> f32 {
-        // Straight from the GGUF layout, independent of packing.
-        let bb = kind.block_bytes();
-        let mut c = 0.0f32;
-        for (blk, a) in row.chunks_exact(bb).zip(acts) {
-            let dw = f16::to_f32(le16(blk, 0));
-            match kind {
-                WeightKind::Q4_1 => {
-                    let mw = f16::to_f32(le16(blk, 2));
-                    let mut isum = 0i32;
-                    for j in 0..16 {
-                        isum += i32::from(blk[4 + j] & 15) * i32::from(a.qs[j]);
-                        isum += i32::from(blk[4 + j] >> 4) * i32::from(a.qs[j + 16]);
-                    }
-                    c = (isum as f32).mul_add(dw * a.d, c);
-                    c = mw.mul_add(a.s, c);
-                }
-                WeightKind::Q8_0 => {
-                    let mut isum = 0i32;
-                    for j in 0..32 {
-                        isum += i32::from(blk[2 + j] as i8) * i32::from(a.qs[j]);
-                    }
-                    c = (isum as f32).mul_add(dw * a.d, c);
-                }
-            }
-        }
-        c
-    }
-
     #[test]
     fn simd_and_scalar_kernels_agree_bit_for_bit() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for kind in [WeightKind::Q4_1, WeightKind::Q8_0] {
             for &(rows, nb, n_tok) in &[(8, 1, 1), (13, 18, 3), (16, 48, 7), (24, 5, 4)] {
                 let w = random_weights(kind, rows, nb, &mut rng);
-                let packed = pack(kind, &w, rows, nb);
                 let x: Vec<f32> = (0..n_tok * nb * QK).map(|_| rng.f32() * 3.0).collect();
                 let mut acts = vec![ActBlock::default(); n_tok * nb];
                 for (xr, ar) in x.chunks_exact(nb * QK).zip(acts.chunks_exact_mut(nb)) {
@@ -461,28 +373,27 @@ pub(crate) mod tests {
                         quantize_row_q8_0(xr, ar);
                     }
                 }
-                let gbb = kind.group_block_bytes();
-                for g in 0..rows.div_ceil(GROUP) {
-                    let data = &packed[g * nb * gbb..(g + 1) * nb * gbb];
-                    let mut fast = vec![0.0; n_tok * GROUP];
-                    let mut slow = vec![0.0; n_tok * GROUP];
-                    group_dot(kind, data, nb, &acts, &mut fast);
-                    group_dot_scalar(kind, data, nb, &acts, &mut slow);
-                    for t in 0..n_tok {
-                        for r in 0..GROUP {
-                            let row = g * GROUP + r;
-                            let (f, s) = (fast[t * GROUP + r], slow[t * GROUP + r]);
-                            assert_eq!(f.to_bits(), s.to_bits(), "{kind:?} row {row} tok {t}");
-                            if row < rows {
-                                let bb = kind.block_bytes();
-                                let want = reference_dot(
-                                    kind,
-                                    &w[row * nb * bb..(row + 1) * nb * bb],
-                                    &acts[t * nb..(t + 1) * nb],
-                                );
-                                assert_eq!(s.to_bits(), want.to_bits());
-                            }
-                        }
+                let mut fast = vec![0.0; n_tok * rows];
+                let mut slow = vec![0.0; n_tok * rows];
+                dot_rows(kind, &w, rows, nb, &acts, &mut fast);
+                dot_rows_scalar(kind, &w, rows, nb, &acts, &mut slow);
+                for (i, (f, s)) in fast.iter().zip(&slow).enumerate() {
+                    assert_eq!(f.to_bits(), s.to_bits(), "{kind:?} output {i}");
+                }
+                // And the products are right to within f32 rounding.
+                for t in 0..n_tok {
+                    for r in 0..rows {
+                        let mut row = vec![0.0f32; nb * QK];
+                        let bb = kind.block_bytes();
+                        dequantize_row(kind, &w[r * nb * bb..(r + 1) * nb * bb], &mut row);
+                        let exact: f64 = acts[t * nb..(t + 1) * nb]
+                            .iter()
+                            .flat_map(|a| a.qs.iter().map(move |&q| f64::from(q) * f64::from(a.d)))
+                            .zip(&row)
+                            .map(|(a, w)| a * f64::from(*w))
+                            .sum();
+                        let got = f64::from(slow[t * rows + r]);
+                        assert!((got - exact).abs() < 1e-2 * (1.0 + exact.abs()), "{got} {exact}");
                     }
                 }
             }
