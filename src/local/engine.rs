@@ -607,6 +607,25 @@ impl Run<'_> {
     }
 }
 
+/// How [`Engine::load`] would hold this file's weights with `exact` off and on; `promptdeck
+/// models` shows it so the speed/parity trade-off is visible before loading.
+pub fn planned_weight_modes(gguf: &GgufModel) -> Result<(WeightMode, WeightMode), EngineError> {
+    if native_config(gguf, 1)?.is_some() {
+        return Ok((WeightMode::Native, WeightMode::Native));
+    }
+    let has_q4_1 = gguf
+        .content
+        .tensor_infos
+        .values()
+        .any(|t| t.ggml_dtype == GgmlDType::Q4_1);
+    let default = if has_q4_1 {
+        WeightMode::RepackedQ8_0
+    } else {
+        WeightMode::Exact
+    };
+    Ok((default, WeightMode::Exact))
+}
+
 /// The native kernels' configuration when they can run this file: llama architecture, plain
 /// RoPE (no scaling, no frequency factors), no biases, every matrix Q4_1 or Q8_0. `None` sends
 /// the model to candle instead.
