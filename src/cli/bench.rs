@@ -344,7 +344,9 @@ pub fn local(
         );
         if r.threads != threads || r.prompt_tokens != args.prompt_tokens || r.tokens != args.tokens
         {
-            println!("note: the reference was run with other settings; the ratios compare unlike runs");
+            println!(
+                "note: the reference was run with other settings; the ratios compare unlike runs"
+            );
         }
     }
     if let Some(peak) = peak_rss_mb() {

@@ -16,7 +16,9 @@ use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
-use promptdeck_kernels::{KernelError, LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData};
+use promptdeck_kernels::{
+    KernelError, LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData,
+};
 
 use super::chat_template::{ChatMessage, ChatTemplate, TemplateError};
 use super::gguf::{Architecture, GgufError, GgufModel, ModelInfo};
@@ -585,7 +587,9 @@ impl Run<'_> {
                 break FinishReason::Cancelled;
             }
             let step_start = Instant::now();
-            logits = self.model.forward(&[next], history.len() - 1, self.device)?;
+            logits = self
+                .model
+                .forward(&[next], history.len() - 1, self.device)?;
             decode_time += step_start.elapsed();
             decode_steps += 1;
         };
@@ -637,7 +641,9 @@ fn native_config(gguf: &GgufModel, positions: usize) -> Result<Option<LlamaConfi
     let tensors = &gguf.content.tensor_infos;
     for (name, t) in tensors {
         let is_matrix = t.shape.rank() >= 2;
-        if is_matrix && !promptdeck_kernels::llama::supported_matrix_type(&format!("{:?}", t.ggml_dtype)) {
+        if is_matrix
+            && !promptdeck_kernels::llama::supported_matrix_type(&format!("{:?}", t.ggml_dtype))
+        {
             return Ok(None);
         }
         if name.ends_with(".bias") || name.starts_with("rope_freqs") || name.contains("_exps") {
@@ -673,7 +679,7 @@ fn native_config(gguf: &GgufModel, positions: usize) -> Result<Option<LlamaConfi
             None => default,
         })
     };
-    let head_dim = if n_head == 0 { 0 } else { n_embd / n_head };
+    let head_dim = n_embd.checked_div(n_head).unwrap_or(0);
     Ok(Some(LlamaConfig {
         n_layer: u("llama.block_count")?,
         n_embd,
@@ -711,7 +717,7 @@ impl<R: std::io::Read + std::io::Seek> TensorSource for GgufTensors<'_, R> {
         let mut bytes = vec![0u8; len];
         let start = self.content.tensor_data_offset + info.offset;
         let io = |e: std::io::Error| {
-            KernelError::Config(format!("{}: reading `{name}`: {e}", self.path.display()))
+            KernelError::Source(format!("{}: reading `{name}`: {e}", self.path.display()))
         };
         self.reader.seek(SeekFrom::Start(start)).map_err(io)?;
         self.reader.read_exact(&mut bytes).map_err(io)?;

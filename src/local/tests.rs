@@ -265,7 +265,10 @@ fn assert_greedy_parity(report: &[(usize, usize)]) {
         assert!(agree >= total.min(16), "case {i}: {agree}/{total} match");
     }
     let full = report.iter().filter(|(a, t)| a == t).count();
-    eprintln!("{full}/{} greedy vectors match in full: {report:?}", report.len());
+    eprintln!(
+        "{full}/{} greedy vectors match in full: {report:?}",
+        report.len()
+    );
     assert_eq!(full, report.len(), "{report:?}");
 }
 

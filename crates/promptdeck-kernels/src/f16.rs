@@ -138,7 +138,15 @@ mod tests {
             }
             assert_eq!(round(x).to_bits(), to_f32(from_f32(x)).to_bits(), "{x:e}");
         }
-        for x in [65504.0f32, 65519.9, 65520.0, 6.1035156e-5, 6.1e-5, -0.0, 1.0 + 1.0 / 2048.0] {
+        for x in [
+            65504.0f32,
+            65519.9,
+            65520.0,
+            6.1035156e-5,
+            6.1e-5,
+            -0.0,
+            1.0 + 1.0 / 2048.0,
+        ] {
             assert_eq!(round(x).to_bits(), to_f32(from_f32(x)).to_bits(), "{x:e}");
         }
     }

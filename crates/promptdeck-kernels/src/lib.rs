@@ -65,12 +65,14 @@ pub enum KernelError {
     },
     #[error("invalid model configuration: {0}")]
     Config(String),
+    /// The tensor source failed (for example an I/O error reading the model file).
+    #[error("{0}")]
+    Source(String),
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
     InvalidToken { id: u32, vocab: usize },
     #[error("position {pos} is beyond the KV cache of {cap} positions")]
     ContextFull { pos: usize, cap: usize },
 }
-
 
 /// Whether the AVX2/FMA/F16C kernels can run on this CPU (checked once, at runtime).
 pub fn has_avx2() -> bool {

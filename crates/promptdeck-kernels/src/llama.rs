@@ -466,10 +466,7 @@ impl RopeCache {
                 theta *= theta_scale;
             }
         }
-        Self {
-            n_rot: c.n_rot,
-            cs,
-        }
+        Self { n_rot: c.n_rot, cs }
     }
 
     /// Rotates `x` (`[token][head][hd]`) in place.
@@ -527,7 +524,7 @@ fn attention(
     let mut rows: Vec<(usize, usize, Vec<f32>)> = (0..c.n_head)
         .flat_map(|h| (0..n).map(move |t| (h, t, Vec::new())))
         .collect();
-    rows.par_iter_mut().with_min_len(8).for_each(|(h, t, o)| {
+    let attend = |(h, t, o): &mut (usize, usize, Vec<f32>)| {
         let kvh = *h / group;
         let kbase = &kc[kvh * cap * hd..(kvh + 1) * cap * hd];
         let vbase = &vc[kvh * cap * hd..(kvh + 1) * cap * hd];
@@ -538,7 +535,13 @@ fn attention(
         } else {
             attend_one(qrow, kbase, vbase, hd, n_kv, scale)
         };
-    });
+    };
+    // One token's heads are less work than a fork-join costs.
+    if n == 1 {
+        rows.iter_mut().for_each(attend);
+    } else {
+        rows.par_iter_mut().with_min_len(8).for_each(attend);
+    }
     for (h, t, o) in rows {
         out[t * e + h * hd..t * e + (h + 1) * hd].copy_from_slice(&o);
     }
@@ -551,7 +554,14 @@ multiversion! {
 }
 
 #[inline(always)]
-fn attend_one_body(q: &[f32], k: &[f32], v: &[f32], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> {
+fn attend_one_body(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    hd: usize,
+    n_kv: usize,
+    scale: f32,
+) -> Vec<f32> {
     let qh: Vec<f32> = q.iter().map(|&x| f16::round(x)).collect();
     // Held as f32 values that are always f16-representable.
     let mut acc = vec![0.0f32; hd];
@@ -593,7 +603,14 @@ multiversion! {
 }
 
 #[inline(always)]
-fn attend_tiled_body(q: &[f32], k: &[f32], v: &[f32], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> {
+fn attend_tiled_body(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    hd: usize,
+    n_kv: usize,
+    scale: f32,
+) -> Vec<f32> {
     let mut acc = vec![0.0f32; hd];
     let mut s_sum = 0.0f32;
     let mut m = f32::NEG_INFINITY;

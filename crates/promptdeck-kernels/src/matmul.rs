@@ -60,14 +60,25 @@ impl Acts {
         let n_tok = x.len() / cols;
         let mut blocks = vec![ActBlock::default(); n_tok * nb];
         let q8_1 = kind.uses_q8_1();
-        let rows = x.par_chunks_exact(cols).zip(blocks.par_chunks_exact_mut(nb));
-        rows.with_min_len(4).for_each(|(xr, br)| {
+        let quantize = |(xr, br): (&[f32], &mut [ActBlock])| {
             if q8_1 {
                 quant::quantize_row_q8_1(xr, br);
             } else {
                 quant::quantize_row_q8_0(xr, br);
             }
-        });
+        };
+        // A few rows take less time than waking another thread; every fork-join also waits for
+        // the slowest thread, which hurts when the OS has descheduled one.
+        if n_tok < 16 {
+            x.chunks_exact(cols)
+                .zip(blocks.chunks_exact_mut(nb))
+                .for_each(quantize);
+        } else {
+            x.par_chunks_exact(cols)
+                .zip(blocks.par_chunks_exact_mut(nb))
+                .with_min_len(4)
+                .for_each(quantize);
+        }
         Self {
             blocks,
             n_tok,
@@ -99,7 +110,10 @@ pub fn run(jobs: &mut [Job<'_>]) {
     let mut scratch: Vec<Vec<f32>> = jobs
         .iter()
         .map(|j| {
-            assert!(j.x.fits(j.w), "activations quantized for another weight type");
+            assert!(
+                j.x.fits(j.w),
+                "activations quantized for another weight type"
+            );
             vec![0.0f32; j.w.rows * j.x.n_tok]
         })
         .collect();

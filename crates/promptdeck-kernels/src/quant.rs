@@ -135,7 +135,14 @@ pub fn hsum8(v: &[f32; 8]) -> f32 {
 /// Dot products of `rows` consecutive weight rows (GGUF layout, `nb` blocks each) with every
 /// activation row in `acts` (`n_tok` rows of `nb` blocks): `out[t * rows + r]`. Dispatches to
 /// AVX2 when the CPU has it; both paths give identical bits.
-pub fn dot_rows(kind: WeightKind, data: &[u8], rows: usize, nb: usize, acts: &[ActBlock], out: &mut [f32]) {
+pub fn dot_rows(
+    kind: WeightKind,
+    data: &[u8],
+    rows: usize,
+    nb: usize,
+    acts: &[ActBlock],
+    out: &mut [f32],
+) {
     let n_tok = acts.len() / nb;
     assert!(data.len() >= rows * nb * kind.block_bytes());
     assert!(out.len() >= n_tok * rows);
@@ -393,7 +400,10 @@ pub(crate) mod tests {
                             .map(|(a, w)| a * f64::from(*w))
                             .sum();
                         let got = f64::from(slow[t * rows + r]);
-                        assert!((got - exact).abs() < 1e-2 * (1.0 + exact.abs()), "{got} {exact}");
+                        assert!(
+                            (got - exact).abs() < 1e-2 * (1.0 + exact.abs()),
+                            "{got} {exact}"
+                        );
                     }
                 }
             }
