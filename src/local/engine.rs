@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
+use candle_transformers::models::{
+    quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+};
 use promptdeck_kernels::{
     KernelError, LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData,
 };
@@ -207,6 +209,8 @@ pub struct Completion {
 enum Model {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
     Gemma3(quantized_gemma3::ModelWeights),
     Native {
         model: Box<LlamaModel>,
@@ -227,6 +231,13 @@ impl Model {
             )?),
             Architecture::Qwen2 => Self::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
                 content, reader, device,
+            )?),
+            Architecture::Qwen3 => Self::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
+                content, reader, device,
+            )?),
+            // candle's CPU flash attention is not built (no `flash-attn` feature).
+            Architecture::Phi3 => Self::Phi3(quantized_phi3::ModelWeights::from_gguf(
+                false, content, reader, device,
             )?),
             Architecture::Gemma3 => Self::Gemma3(quantized_gemma3::ModelWeights::from_gguf(
                 content, reader, device,
@@ -250,6 +261,8 @@ impl Model {
             }
             Self::Llama(m) => m.forward(&input()?, pos)?,
             Self::Qwen2(m) => m.forward(&input()?, pos)?,
+            Self::Qwen3(m) => m.forward(&input()?, pos)?,
+            Self::Phi3(m) => m.forward(&input()?, pos)?,
             Self::Gemma3(m) => m.forward(&input()?, pos)?,
         };
         Ok(out.squeeze(0)?.to_dtype(candle_core::DType::F32)?)
@@ -260,6 +273,9 @@ impl Model {
             Self::Llama(m) => m.clear_kv_cache(),
             Self::Qwen2(m) => m.clear_kv_cache(),
             // Its layers drop their cache whenever a forward starts at position 0.
+            Self::Qwen3(m) => m.clear_kv_cache(),
+            // Its layers reset their cache whenever a forward starts at position 0.
+            Self::Phi3(_) => {}
             Self::Gemma3(_) => {}
             // Positions are overwritten from 0 by the next prefill.
             Self::Native { .. } => {}
@@ -321,7 +337,10 @@ impl Engine {
         let info = gguf.info.clone();
         let usable_context = match info.architecture {
             Architecture::Llama => info.context_length.min(LLAMA_MAX_POSITIONS),
-            Architecture::Qwen2 => info.context_length.min(QWEN2_MAX_POSITIONS),
+            // These precompute RoPE and size their caches for the declared context.
+            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Phi3 => {
+                info.context_length.min(QWEN2_MAX_POSITIONS)
+            }
             // candle's gemma3 applies the sliding-window mask only during prefill; past the
             // window, decode would attend further back than the model was trained to.
             Architecture::Gemma3 => {
