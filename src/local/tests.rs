@@ -613,7 +613,13 @@ fn trace_native_tensors() {
         .unwrap_or(0);
     let r = smollm();
     let mut e = engine(true);
-    let all = e.trace_native(&r.greedy[case].prompt_ids);
+    // PROMPTDECK_TRACE_REPEAT=k traces the prompt repeated k times (longer contexts).
+    let repeat: usize = std::env::var("PROMPTDECK_TRACE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let ids = r.greedy[case].prompt_ids.repeat(repeat);
+    let all = e.trace_native(&ids);
     let map: serde_json::Map<String, serde_json::Value> = all
         .into_iter()
         .map(|(k, v)| (k, serde_json::json!(v)))

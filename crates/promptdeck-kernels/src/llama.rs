@@ -519,7 +519,27 @@ fn attention(
     let e = c.n_embd;
     let group = c.n_head / c.n_head_kv;
     let scale = 1.0f32 / (hd as f32).sqrt();
-    let tiled = n >= FA_TILE_Q;
+    if n >= FA_TILE_Q {
+        // One task per head: each K tile is transposed once and serves every query row.
+        let heads: Vec<Vec<f32>> = (0..c.n_head)
+            .into_par_iter()
+            .map(|h| {
+                let kvh = h / group;
+                let kbase = &kc[kvh * cap * hd..(kvh + 1) * cap * hd];
+                let vbase = &vc[kvh * cap * hd..(kvh + 1) * cap * hd];
+                let qh: Vec<f32> = (0..n)
+                    .flat_map(|t| q[t * e + h * hd..t * e + (h + 1) * hd].iter().copied())
+                    .collect();
+                attend_tiled(&qh, kbase, vbase, hd, pos, n, scale)
+            })
+            .collect();
+        for (h, o) in heads.iter().enumerate() {
+            for t in 0..n {
+                out[t * e + h * hd..t * e + (h + 1) * hd].copy_from_slice(&o[t * hd..(t + 1) * hd]);
+            }
+        }
+        return;
+    }
     // One task per (head, token): rows are independent.
     let mut rows: Vec<(usize, usize, Vec<f32>)> = (0..c.n_head)
         .flat_map(|h| (0..n).map(move |t| (h, t, Vec::new())))
@@ -529,12 +549,7 @@ fn attention(
         let kbase = &kc[kvh * cap * hd..(kvh + 1) * cap * hd];
         let vbase = &vc[kvh * cap * hd..(kvh + 1) * cap * hd];
         let qrow = &q[*t * e + *h * hd..*t * e + (*h + 1) * hd];
-        let n_kv = pos + *t + 1;
-        *o = if tiled {
-            attend_tiled(qrow, kbase, vbase, hd, n_kv, scale)
-        } else {
-            attend_one(qrow, kbase, vbase, hd, n_kv, scale)
-        };
+        *o = attend_one(qrow, kbase, vbase, hd, pos + *t + 1, scale);
     };
     // One token's heads are less work than a fork-join costs.
     if n == 1 {
@@ -596,10 +611,11 @@ fn attend_one_body(
 }
 
 multiversion! {
-    /// `ggml_compute_forward_flash_attn_ext_tiled` for one query row: f32 Q, K·Q and P·V as
-    /// sequential FMAs, 64-wide KV tiles with ggml's vector softmax (polynomial exp, sums in
-    /// double per 16 lanes).
-    fn attend_tiled(q: &[f32], k: &[f32], v: &[f32], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> => attend_tiled_body
+    /// `ggml_compute_forward_flash_attn_ext_tiled` for the `n` query rows (positions
+    /// `pos..pos+n`) of one head, `q` holding `[row][hd]`: f32 Q, K·Q and P·V as sequential
+    /// FMAs per output (ggml's `simd_gemm`), 64-wide KV tiles with ggml's vector softmax
+    /// (polynomial exp, sums in double per 16 lanes). Returns `[row][hd]`.
+    fn attend_tiled(q: &[f32], k: &[f32], v: &[f32], hd: usize, pos: usize, n: usize, scale: f32) -> Vec<f32> => attend_tiled_body
 }
 
 #[inline(always)]
@@ -608,61 +624,87 @@ fn attend_tiled_body(
     k: &[f32],
     v: &[f32],
     hd: usize,
-    n_kv: usize,
+    pos: usize,
+    n: usize,
     scale: f32,
 ) -> Vec<f32> {
-    let mut acc = vec![0.0f32; hd];
-    let mut s_sum = 0.0f32;
-    let mut m = f32::NEG_INFINITY;
+    let mut acc = vec![0.0f32; n * hd];
+    let mut s_sum = vec![0.0f32; n];
+    let mut m = vec![f32::NEG_INFINITY; n];
+    // K tile transposed, [d][tk], so the 64 scores of a row are independent SIMD lanes.
+    let mut kt = vec![0.0f32; hd * FA_TILE_KV];
     let mut kq = [0.0f32; FA_TILE_KV];
+    let n_kv_max = pos + n;
     let mut ic = 0;
-    while ic < n_kv {
-        let tile = (n_kv - ic).min(FA_TILE_KV);
-        for (tk, s) in kq.iter_mut().enumerate() {
-            if tk >= tile {
-                *s = f32::NEG_INFINITY;
+    while ic < n_kv_max {
+        let tile = (n_kv_max - ic).min(FA_TILE_KV);
+        kt.fill(0.0);
+        for tk in 0..tile {
+            let krow = &k[(ic + tk) * hd..(ic + tk + 1) * hd];
+            for (d, &kv) in krow.iter().enumerate() {
+                kt[d * FA_TILE_KV + tk] = kv;
+            }
+        }
+        for t in 0..n {
+            let n_kv = pos + t + 1;
+            if n_kv <= ic {
+                // Every position of this tile is masked for this row: ggml skips it.
                 continue;
             }
-            let krow = &k[(ic + tk) * hd..(ic + tk + 1) * hd];
-            let mut a = 0.0f32;
-            for (d, &kv) in krow.iter().enumerate() {
-                a = kv.mul_add(q[d], a);
+            let visible = (n_kv - ic).min(FA_TILE_KV);
+            let qrow = &q[t * hd..(t + 1) * hd];
+            kq.fill(0.0);
+            for (d, &qd) in qrow.iter().enumerate() {
+                let kd = &kt[d * FA_TILE_KV..(d + 1) * FA_TILE_KV];
+                for (s, &kv) in kq.iter_mut().zip(kd) {
+                    *s = kv.mul_add(qd, *s);
+                }
             }
-            // scale, then the mask (0 for visible positions).
-            *s = a * scale + 0.0;
-        }
-        let tile_max = kq.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        if tile_max == f32::NEG_INFINITY {
-            break;
-        }
-        let m_new = m.max(tile_max);
-        if m_new > m {
-            let ms = (m - m_new).exp();
-            for a in acc.iter_mut() {
-                *a *= ms;
+            for (tk, s) in kq.iter_mut().enumerate() {
+                // scale, then the mask: 0 for visible positions, -inf past the row's position
+                // and in the tile's padding.
+                *s = if tk < visible {
+                    *s * scale + 0.0
+                } else {
+                    f32::NEG_INFINITY
+                };
             }
-            s_sum *= ms;
-        }
-        m = m_new;
-        // ggml_vec_soft_max_f32: 16 lanes at a time, each group's sum added in double.
-        let mut sum = 0.0f64;
-        for chunk in kq.chunks_exact_mut(16) {
-            let mut lanes = [0.0f32; 16];
-            for (l, s) in lanes.iter_mut().zip(chunk.iter_mut()) {
-                *s = math::v_expf(*s - m);
-                *l = *s;
+            let tile_max = kq.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let m_new = m[t].max(tile_max);
+            let acc_t = &mut acc[t * hd..(t + 1) * hd];
+            if m_new > m[t] {
+                let ms = (m[t] - m_new).exp();
+                for a in acc_t.iter_mut() {
+                    *a *= ms;
+                }
+                s_sum[t] *= ms;
             }
-            sum += f64::from(math::reduce16(&lanes));
-        }
-        s_sum = (f64::from(s_sum) + sum) as f32;
-        for (tk, &p) in kq.iter().enumerate().take(tile) {
-            let vrow = &v[(ic + tk) * hd..(ic + tk + 1) * hd];
-            for (a, &vv) in acc.iter_mut().zip(vrow) {
-                *a = vv.mul_add(p, *a);
+            m[t] = m_new;
+            // ggml_vec_soft_max_f32: 16 lanes at a time, each group's sum added in double.
+            let mut sum = 0.0f64;
+            for chunk in kq.chunks_exact_mut(16) {
+                let mut lanes = [0.0f32; 16];
+                for (l, s) in lanes.iter_mut().zip(chunk.iter_mut()) {
+                    *s = math::v_expf(*s - m_new);
+                    *l = *s;
+                }
+                sum += f64::from(math::reduce16(&lanes));
+            }
+            s_sum[t] = (f64::from(s_sum[t]) + sum) as f32;
+            for (tk, &p) in kq.iter().enumerate().take(tile) {
+                let vrow = &v[(ic + tk) * hd..(ic + tk + 1) * hd];
+                for (a, &vv) in acc_t.iter_mut().zip(vrow) {
+                    *a = vv.mul_add(p, *a);
+                }
             }
         }
         ic += FA_TILE_KV;
     }
-    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-    acc.iter().map(|&a| a * inv).collect()
+    for (t, acc_t) in acc.chunks_exact_mut(hd).enumerate() {
+        let inv = if s_sum[t] == 0.0 { 0.0 } else { 1.0 / s_sum[t] };
+        for a in acc_t.iter_mut() {
+            *a *= inv;
+        }
+    }
+    acc
 }
