@@ -226,28 +226,43 @@ mod avx2 {
     ) {
         let n_tok = acts.len() / nb;
         let bb = kind.block_bytes();
-        for r in 0..rows {
-            let row = &data[r * nb * bb..(r + 1) * nb * bb];
+        let row_bytes = nb * bb;
+        let mut r = 0;
+        while r < rows {
+            // Two rows at a time give the CPU two independent FMA chains per token.
+            let nr = if rows - r >= 2 { 2 } else { 1 };
+            let data = &data[r * row_bytes..(r + nr) * row_bytes];
             let mut t = 0;
             while t < n_tok {
                 let n = (n_tok - t).min(TILE);
                 let a = &acts[t * nb..(t + n) * nb];
-                let mut res = [0.0f32; TILE];
-                match (kind, n) {
-                    (WeightKind::Q4_1, 4) => q4_1::<4>(row, nb, a, &mut res),
-                    (WeightKind::Q4_1, 3) => q4_1::<3>(row, nb, a, &mut res),
-                    (WeightKind::Q4_1, 2) => q4_1::<2>(row, nb, a, &mut res),
-                    (WeightKind::Q4_1, _) => q4_1::<1>(row, nb, a, &mut res),
-                    (WeightKind::Q8_0, 4) => q8_0::<4>(row, nb, a, &mut res),
-                    (WeightKind::Q8_0, 3) => q8_0::<3>(row, nb, a, &mut res),
-                    (WeightKind::Q8_0, 2) => q8_0::<2>(row, nb, a, &mut res),
-                    (WeightKind::Q8_0, _) => q8_0::<1>(row, nb, a, &mut res),
+                let mut res = [[0.0f32; TILE]; 2];
+                macro_rules! go {
+                    ($f:ident) => {
+                        match (nr, n) {
+                            (2, 4) => $f::<2, 4>(data, nb, a, &mut res),
+                            (2, 3) => $f::<2, 3>(data, nb, a, &mut res),
+                            (2, 2) => $f::<2, 2>(data, nb, a, &mut res),
+                            (2, _) => $f::<2, 1>(data, nb, a, &mut res),
+                            (_, 4) => $f::<1, 4>(data, nb, a, &mut res),
+                            (_, 3) => $f::<1, 3>(data, nb, a, &mut res),
+                            (_, 2) => $f::<1, 2>(data, nb, a, &mut res),
+                            (_, _) => $f::<1, 1>(data, nb, a, &mut res),
+                        }
+                    };
                 }
-                for (i, v) in res.iter().enumerate().take(n) {
-                    out[(t + i) * rows + r] = *v;
+                match kind {
+                    WeightKind::Q4_1 => go!(q4_1),
+                    WeightKind::Q8_0 => go!(q8_0),
+                }
+                for (i, row_res) in res.iter().enumerate().take(nr) {
+                    for (j, v) in row_res.iter().enumerate().take(n) {
+                        out[(t + j) * rows + r + i] = *v;
+                    }
                 }
                 t += n;
             }
+            r += nr;
         }
     }
 
@@ -275,58 +290,94 @@ mod avx2 {
         unsafe { _mm256_loadu_si256(q.as_ptr() as *const __m256i) }
     }
 
-    /// `ggml_vec_dot_q4_1_q8_1` (x86) for one row and `T` activation rows.
+    /// `ggml_vec_dot_q4_1_q8_1` (x86) for `R` consecutive rows and `T` activation rows.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn q4_1<const T: usize>(row: &[u8], nb: usize, acts: &[ActBlock], out: &mut [f32; TILE]) {
+    fn q4_1<const R: usize, const T: usize>(
+        rows: &[u8],
+        nb: usize,
+        acts: &[ActBlock],
+        out: &mut [[f32; TILE]; 2],
+    ) {
         let ones = _mm256_set1_epi16(1);
         let low = _mm256_set1_epi8(0x0f);
-        let mut acc = [_mm256_setzero_ps(); T];
-        let mut summs = [0.0f32; T];
-        for (b, blk) in row.chunks_exact(20).enumerate().take(nb) {
-            let dw = half(&blk[0..2]);
-            let mw = half(&blk[2..4]);
-            // bytes_from_nibbles_32: low nibbles are elements 0..16, high nibbles 16..32.
-            // SAFETY: `blk[4..20]` is 16 bytes.
-            let tmp = unsafe { _mm_loadu_si128(blk[4..20].as_ptr() as *const __m128i) };
-            let w = _mm256_and_si256(
-                _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp)),
-                low,
-            );
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut summs = [[0.0f32; T]; R];
+        for b in 0..nb {
+            let mut w = [_mm256_setzero_si256(); R];
+            let mut dw = [0.0f32; R];
+            let mut mw = [0.0f32; R];
+            for i in 0..R {
+                let blk = &rows[(i * nb + b) * 20..(i * nb + b + 1) * 20];
+                dw[i] = half(&blk[0..2]);
+                mw[i] = half(&blk[2..4]);
+                // bytes_from_nibbles_32: low nibbles are elements 0..16, high nibbles 16..32.
+                // SAFETY: `blk[4..20]` is 16 bytes.
+                let tmp = unsafe { _mm_loadu_si128(blk[4..20].as_ptr() as *const __m128i) };
+                w[i] = _mm256_and_si256(
+                    _mm256_insertf128_si256::<1>(
+                        _mm256_castsi128_si256(tmp),
+                        _mm_srli_epi16::<4>(tmp),
+                    ),
+                    low,
+                );
+            }
             for t in 0..T {
                 let a = &acts[t * nb + b];
-                summs[t] = mw.mul_add(a.s, summs[t]);
-                let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                    _mm256_maddubs_epi16(w, load32(&a.qs)),
-                    ones,
-                ));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), xy, acc[t]);
+                let qa = load32(&a.qs);
+                for i in 0..R {
+                    summs[i][t] = mw[i].mul_add(a.s, summs[i][t]);
+                    let xy =
+                        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w[i], qa), ones));
+                    acc[i][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[i] * a.d), xy, acc[i][t]);
+                }
             }
         }
-        for t in 0..T {
-            out[t] = hsum(acc[t]) + summs[t];
+        for i in 0..R {
+            for t in 0..T {
+                out[i][t] = hsum(acc[i][t]) + summs[i][t];
+            }
         }
     }
 
-    /// `ggml_vec_dot_q8_0_q8_0` (x86; tinyBLAS gives the same sums) for one row and `T`
-    /// activation rows.
+    /// `ggml_vec_dot_q8_0_q8_0` (x86; tinyBLAS gives the same sums) for `R` consecutive rows
+    /// and `T` activation rows.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn q8_0<const T: usize>(row: &[u8], nb: usize, acts: &[ActBlock], out: &mut [f32; TILE]) {
+    fn q8_0<const R: usize, const T: usize>(
+        rows: &[u8],
+        nb: usize,
+        acts: &[ActBlock],
+        out: &mut [[f32; TILE]; 2],
+    ) {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); T];
-        for (b, blk) in row.chunks_exact(34).enumerate().take(nb) {
-            let dw = half(&blk[0..2]);
-            // SAFETY: `blk[2..34]` is 32 bytes.
-            let w = unsafe { _mm256_loadu_si256(blk[2..34].as_ptr() as *const __m256i) };
-            let ax = _mm256_sign_epi8(w, w);
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        for b in 0..nb {
+            let mut w = [_mm256_setzero_si256(); R];
+            let mut ax = [_mm256_setzero_si256(); R];
+            let mut dw = [0.0f32; R];
+            for i in 0..R {
+                let blk = &rows[(i * nb + b) * 34..(i * nb + b + 1) * 34];
+                dw[i] = half(&blk[0..2]);
+                // SAFETY: `blk[2..34]` is 32 bytes.
+                w[i] = unsafe { _mm256_loadu_si256(blk[2..34].as_ptr() as *const __m256i) };
+                ax[i] = _mm256_sign_epi8(w[i], w[i]);
+            }
             for t in 0..T {
                 let a = &acts[t * nb + b];
-                let sy = _mm256_sign_epi8(load32(&a.qs), w);
-                let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones));
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), xy, acc[t]);
+                let qa = load32(&a.qs);
+                for i in 0..R {
+                    let sy = _mm256_sign_epi8(qa, w[i]);
+                    let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                        _mm256_maddubs_epi16(ax[i], sy),
+                        ones,
+                    ));
+                    acc[i][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[i] * a.d), xy, acc[i][t]);
+                }
             }
         }
-        for t in 0..T {
-            out[t] = hsum(acc[t]);
+        for i in 0..R {
+            for t in 0..T {
+                out[i][t] = hsum(acc[i][t]);
+            }
         }
     }
 }
