@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     // thread competes with other work, so the default is promptdeck's measured choice
     // (CANDLE_NUM_THREADS, when set, still wins).
     unsafe {
-        promptdeck::local::configure_process_threads(promptdeck::local::engine::default_threads())
+        promptdeck::local::configure_process_threads(promptdeck::local::engine::CANDLE_THREADS)
     };
     let cli = Cli::parse();
     let cwd = std::env::current_dir().unwrap_or_default();

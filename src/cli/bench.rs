@@ -224,6 +224,22 @@ pub struct LocalBenchArgs {
     pub tokens: usize,
     pub threads: Option<usize>,
     pub model: Option<std::path::PathBuf>,
+    /// JSON from benches/llama_cpp_bench.py.
+    pub reference: Option<std::path::PathBuf>,
+    /// Also run the candle engine's two weight layouts.
+    pub candle: bool,
+}
+
+/// llama.cpp's figures for the same model, as benches/llama_cpp_bench.py writes them.
+#[derive(Debug, serde::Deserialize)]
+struct Reference {
+    engine: String,
+    threads: usize,
+    prompt_tokens: usize,
+    tokens: usize,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    time_to_first_token_ms: f64,
 }
 
 /// Peak resident memory of this process, from /proc (Linux only).
@@ -235,7 +251,8 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 /// `promptdeck bench local`: load time, prefill and decode speed, time to first token and peak
-/// memory of the local engine, in both weight layouts.
+/// memory of the local engine (and, with `--candle`, of candle's weight layouts), with the
+/// ratio to llama.cpp when its figures are given.
 pub fn local(
     project: Option<&crate::project::Project>,
     args: &LocalBenchArgs,
@@ -245,23 +262,39 @@ pub fn local(
         Some(path) => path.clone(),
         None => super::local::local_model_path(project, None)?.0,
     };
+    let reference: Option<Reference> = match &args.reference {
+        None => None,
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+            Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?,
+            )
+        }
+    };
     let story =
         "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle. ";
+    let threads = args
+        .threads
+        .unwrap_or_else(crate::local::engine::default_threads);
     println!(
-        "local engine benchmark: {} ({} prompt tokens, {} generated, matmul threads {})",
+        "local engine benchmark: {} ({} prompt tokens, {} generated, {threads} threads)",
         path.display(),
         args.prompt_tokens,
         args.tokens,
-        crate::local::matmul_threads()
     );
-    for exact in [false, true] {
-        let mut config = EngineConfig {
+    // (native, exact): the default engine first, then candle's layouts on request.
+    let mut modes = vec![(true, false)];
+    if args.candle {
+        modes.extend([(false, false), (false, true)]);
+    }
+    for (native, exact) in modes {
+        let config = EngineConfig {
             exact,
-            ..EngineConfig::default()
+            native,
+            threads,
         };
-        if let Some(threads) = args.threads {
-            config.threads = threads;
-        }
         let mut engine =
             Engine::load(&path, &config).map_err(|e| CliError::Usage(e.to_string()))?;
         let load_ms = ms(engine.load_time());
@@ -281,17 +314,41 @@ pub fn local(
             .map_err(|e| CliError::Usage(e.to_string()))?;
         let t = done.timings;
         println!(
-            "{:<28} load {load_ms:>6.0} ms  prefill {:>6.1} tok/s  decode {:>6.1} tok/s ({} tokens)  first token {:>6.0} ms",
-            if exact {
-                "Q4_1 as stored (exact)"
-            } else {
-                "Q4_1 repacked to Q8_0"
-            },
+            "{:<58} load {load_ms:>6.0} ms  prefill {:>7.1} tok/s  decode {:>6.1} tok/s ({} tokens)  first token {:>6.1} ms",
+            engine.weight_mode().describe(),
             t.prefill_tokens_per_s,
             t.decode_tokens_per_s,
             done.usage.completion_tokens,
             t.time_to_first_token_ms
         );
+        if let Some(r) = &reference {
+            println!(
+                "{:<58} {:>14}  prefill {:>7.2}x        decode {:>6.2}x              first token {:>6.2}x",
+                "  ratio to the reference",
+                "",
+                t.prefill_tokens_per_s / r.prefill_tok_s,
+                t.decode_tokens_per_s / r.decode_tok_s,
+                r.time_to_first_token_ms / t.time_to_first_token_ms.max(f64::MIN_POSITIVE),
+            );
+        }
+    }
+    if let Some(r) = &reference {
+        println!(
+            "reference: {} ({} threads, {} prompt tokens, {} generated): prefill {:.1} tok/s, decode {:.1} tok/s, first token {:.1} ms",
+            r.engine,
+            r.threads,
+            r.prompt_tokens,
+            r.tokens,
+            r.prefill_tok_s,
+            r.decode_tok_s,
+            r.time_to_first_token_ms
+        );
+        if r.threads != threads || r.prompt_tokens != args.prompt_tokens || r.tokens != args.tokens
+        {
+            println!(
+                "note: the reference was run with other settings; the ratios compare unlike runs"
+            );
+        }
     }
     if let Some(peak) = peak_rss_mb() {
         println!("peak memory {peak:.0} MB");

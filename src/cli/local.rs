@@ -108,7 +108,7 @@ pub fn models(project: &Project, format: OutputFormat, remote: bool) -> Result<E
     for (path, source) in candidates {
         match crate::local::GgufModel::open(&path) {
             Ok(gguf) => {
-                let info = gguf.info;
+                let info = gguf.info.clone();
                 local.push(json!({
                     "path": path,
                     "source": source.describe(),
@@ -118,7 +118,7 @@ pub fn models(project: &Project, format: OutputFormat, remote: bool) -> Result<E
                     "parameters": info.parameter_count,
                     "context_length": info.context_length,
                     "chat_template": info.has_chat_template,
-                    "weights_in_memory": if info.quantization == "Q4_1" { "Q8_0 repack (default; `exact = true` keeps Q4_1: slower, closer to llama.cpp)" } else { "as stored" },
+                    "weights_in_memory": weights_in_memory(&gguf),
                 }));
             }
             Err(e) => local
@@ -185,4 +185,19 @@ pub fn models(project: &Project, format: OutputFormat, remote: bool) -> Result<E
         );
     }
     Ok(Exit::Ok)
+}
+
+/// The engine and weight layout the local backend will use for a model, by `exact` setting.
+fn weights_in_memory(gguf: &crate::local::GgufModel) -> String {
+    use crate::local::WeightMode;
+    match crate::local::engine::planned_weight_modes(gguf) {
+        Ok((WeightMode::Native, _)) => {
+            "native kernels, weights as stored: greedy output equals llama.cpp's (`exact` changes nothing)".to_string()
+        }
+        Ok((WeightMode::RepackedQ8_0, _)) => {
+            "candle, Q4_1 repacked to Q8_0 (default: faster, drifts from llama.cpp); `exact = true` keeps Q4_1 (slower, closer)".to_string()
+        }
+        Ok((default, _)) => default.describe().to_string(),
+        Err(e) => format!("unknown: {e}"),
+    }
 }

@@ -359,19 +359,25 @@ pub enum BenchCommand {
     },
     /// Load time, prefill and decode tok/s, time to first token and peak memory of the local model.
     #[command(
-        after_help = "Example:\n  promptdeck bench local --prompt-tokens 128 --tokens 64\n\nRuns both weight layouts (Q8_0 repack and exact Q4_1). CANDLE_NUM_THREADS sets the matmul threads."
+        after_help = "Example:\n  promptdeck bench local --prompt-tokens 128 --tokens 64 --threads 2 --reference llama-cpp.json\n\n--reference takes the JSON written by benches/llama_cpp_bench.py (llama.cpp on the same model) and prints the speed ratios; docs/benchmarks.md has the method. --candle adds candle's two weight layouts for comparison (CANDLE_NUM_THREADS sets their matmul threads)."
     )]
     Local {
         #[arg(long, default_value_t = 128)]
         prompt_tokens: usize,
         #[arg(long, default_value_t = 64)]
         tokens: usize,
-        /// Threads of the engine's own pool.
+        /// Threads of the engine's own pool (the native kernels run on it).
         #[arg(long)]
         threads: Option<usize>,
         /// A GGUF file (default: the embedded model).
         #[arg(long, value_name = "PATH")]
         model: Option<PathBuf>,
+        /// llama.cpp's numbers on the same model (JSON from benches/llama_cpp_bench.py).
+        #[arg(long, value_name = "FILE")]
+        reference: Option<PathBuf>,
+        /// Also run the candle engine (Q4_1 repacked to Q8_0, and Q4_1 as stored).
+        #[arg(long)]
+        candle: bool,
     },
     /// Fill a scratch store and time history and show; report size against the raw payload.
     #[command(after_help = "Example:\n  promptdeck bench store --versions 10000 --outputs 100000")]
@@ -577,6 +583,8 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             tokens,
             threads,
             model,
+            reference,
+            candle,
         }) => {
             let project = Project::discover(&cwd, cli.project.as_deref()).ok();
             let args = bench::LocalBenchArgs {
@@ -584,6 +592,8 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
                 tokens,
                 threads,
                 model: model.map(|m| cwd.join(m)),
+                reference: reference.map(|r| cwd.join(r)),
+                candle,
             };
             bench::local(project.as_ref(), &args)
         }

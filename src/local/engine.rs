@@ -1,6 +1,9 @@
-//! The inference engine: loads a GGUF model's weights (optionally repacking Q4_1 to Q8_0 for
-//! speed), tokenizes prompts, and runs prefill + decode with sampling, stop sequences, EOS and
-//! cancellation. Single-threaded from the caller's view; `worker` puts it on its own thread.
+//! The inference engine: loads a GGUF model's weights, tokenizes prompts, and runs prefill +
+//! decode with sampling, stop sequences, EOS and cancellation. llama-architecture files whose
+//! matrices are Q4_1/Q8_0 run on promptdeck's native kernels (`promptdeck-kernels`, numerics
+//! matching llama.cpp); everything else runs on candle-transformers (optionally repacking Q4_1
+//! to Q8_0 for speed). Single-threaded from the caller's view; `worker` puts it on its own
+//! thread.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -12,7 +15,12 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::gguf_file::{self, Content};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
+use candle_transformers::models::{
+    quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+};
+use promptdeck_kernels::{
+    KernelError, LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData,
+};
 
 use super::chat_template::{ChatMessage, ChatTemplate, TemplateError};
 use super::gguf::{Architecture, GgufError, GgufModel, ModelInfo};
@@ -49,6 +57,8 @@ pub enum EngineError {
     Template(#[from] TemplateError),
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("native engine: {0}")]
+    Native(#[from] KernelError),
     #[error("cannot start the inference thread pool: {0}")]
     ThreadPool(String),
     #[error(
@@ -75,15 +85,33 @@ pub enum WeightMode {
     /// Q4_1 matrices requantized to Q8_0 at load: candle has SIMD kernels for Q8_0 but not for
     /// Q4_1 on x86, so decode is much faster, at the cost of memory and tiny numeric drift.
     RepackedQ8_0,
+    /// promptdeck's native kernels: weights as stored (repacked eight rows at a time, values
+    /// unchanged), computed with llama.cpp's CPU numerics. Both fast and exact.
+    Native,
+}
+
+impl WeightMode {
+    /// A short description for `models` and `bench`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Exact => "candle, weights as stored",
+            Self::RepackedQ8_0 => "candle, Q4_1 repacked to Q8_0",
+            Self::Native => "native kernels, weights as stored (llama.cpp numerics)",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Keep the file's quantization (true) or repack Q4_1 to Q8_0 for speed (false).
     pub exact: bool,
-    /// Threads for the engine's rayon pool. See [`super::configure_process_threads`] for the
-    /// quantized-matmul pool, which candle sizes once per process.
+    /// Threads for the engine's rayon pool (the native kernels run on it). See
+    /// [`super::configure_process_threads`] for candle's quantized-matmul pool, which candle
+    /// sizes once per process.
     pub threads: usize,
+    /// Use the native kernels for models they support (llama architecture, Q4_1/Q8_0 matrices).
+    /// Off forces candle, for comparisons.
+    pub native: bool,
 }
 
 impl Default for EngineConfig {
@@ -91,16 +119,24 @@ impl Default for EngineConfig {
         Self {
             exact: false,
             threads: default_threads(),
+            native: true,
         }
     }
 }
 
-/// One thread. candle's matmul workers busy-wait for each other, so when anything else uses
-/// the cores (a build, the UI) a second thread costs more than it gives: measured with the
-/// other core busy, decode ran 25 tok/s on 1 thread vs 18 on 2 (Q8_0), 6.8 vs 2.1 (Q4_1).
+/// Threads for the native kernels: the available cores, at most 4. The kernels split every
+/// product into many small tasks that idle threads steal, so a thread the OS deschedules (the
+/// other core busy with a build) slows the step instead of stalling it; see
+/// docs/benchmarks.md for the busy-core measurements.
 pub fn default_threads() -> usize {
-    1
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
+
+/// One thread for candle's quantized matmul. Its workers busy-wait for each other, so when
+/// anything else uses the cores (a build, the UI) a second thread costs more than it gives:
+/// measured with the other core busy, decode ran 25 tok/s on 1 thread vs 18 on 2 (Q8_0), 6.8
+/// vs 2.1 (Q4_1).
+pub const CANDLE_THREADS: usize = 1;
 
 /// What to complete.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,7 +209,13 @@ pub struct Completion {
 enum Model {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
     Gemma3(quantized_gemma3::ModelWeights),
+    Native {
+        model: Box<LlamaModel>,
+        state: LlamaState,
+    },
 }
 
 impl Model {
@@ -190,18 +232,40 @@ impl Model {
             Architecture::Qwen2 => Self::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
                 content, reader, device,
             )?),
+            Architecture::Qwen3 => Self::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
+                content, reader, device,
+            )?),
+            // candle's CPU flash attention is not built (no `flash-attn` feature).
+            Architecture::Phi3 => Self::Phi3(quantized_phi3::ModelWeights::from_gguf(
+                false, content, reader, device,
+            )?),
             Architecture::Gemma3 => Self::Gemma3(quantized_gemma3::ModelWeights::from_gguf(
                 content, reader, device,
             )?),
         })
     }
 
-    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Llama(m) => m.forward(x, pos),
-            Self::Qwen2(m) => m.forward(x, pos),
-            Self::Gemma3(m) => m.forward(x, pos),
-        }
+    /// Logits (f32, one row) of the last of `tokens`, run at positions `pos..`.
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        pos: usize,
+        device: &Device,
+    ) -> Result<Tensor, EngineError> {
+        let input = || Tensor::new(tokens, device)?.unsqueeze(0);
+        let out = match self {
+            Self::Native { model, state } => {
+                let logits = model.forward(state, tokens, pos)?;
+                let n = logits.len();
+                return Ok(Tensor::from_vec(logits, n, device)?);
+            }
+            Self::Llama(m) => m.forward(&input()?, pos)?,
+            Self::Qwen2(m) => m.forward(&input()?, pos)?,
+            Self::Qwen3(m) => m.forward(&input()?, pos)?,
+            Self::Phi3(m) => m.forward(&input()?, pos)?,
+            Self::Gemma3(m) => m.forward(&input()?, pos)?,
+        };
+        Ok(out.squeeze(0)?.to_dtype(candle_core::DType::F32)?)
     }
 
     fn clear_kv_cache(&mut self) {
@@ -209,7 +273,12 @@ impl Model {
             Self::Llama(m) => m.clear_kv_cache(),
             Self::Qwen2(m) => m.clear_kv_cache(),
             // Its layers drop their cache whenever a forward starts at position 0.
+            Self::Qwen3(m) => m.clear_kv_cache(),
+            // Its layers reset their cache whenever a forward starts at position 0.
+            Self::Phi3(_) => {}
             Self::Gemma3(_) => {}
+            // Positions are overwritten from 0 by the next prefill.
+            Self::Native { .. } => {}
         }
     }
 }
@@ -268,7 +337,10 @@ impl Engine {
         let info = gguf.info.clone();
         let usable_context = match info.architecture {
             Architecture::Llama => info.context_length.min(LLAMA_MAX_POSITIONS),
-            Architecture::Qwen2 => info.context_length.min(QWEN2_MAX_POSITIONS),
+            // These precompute RoPE and size their caches for the declared context.
+            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Phi3 => {
+                info.context_length.min(QWEN2_MAX_POSITIONS)
+            }
             // candle's gemma3 applies the sliding-window mask only during prefill; past the
             // window, decode would attend further back than the model was trained to.
             Architecture::Gemma3 => {
@@ -290,7 +362,14 @@ impl Engine {
             .tensor_infos
             .values()
             .any(|t| t.ggml_dtype == GgmlDType::Q4_1);
-        let weight_mode = if config.exact || !has_q4_1 {
+        let native = if config.native {
+            native_config(&gguf, usable_context)?
+        } else {
+            None
+        };
+        let weight_mode = if native.is_some() {
+            WeightMode::Native
+        } else if config.exact || !has_q4_1 {
             WeightMode::Exact
         } else {
             WeightMode::RepackedQ8_0
@@ -302,9 +381,24 @@ impl Engine {
         let mut reader = BufReader::new(file);
         let arch = info.architecture;
         let model = pool.install(|| -> Result<Model, EngineError> {
-            match weight_mode {
-                WeightMode::Exact => Ok(Model::load(arch, gguf.content, &mut reader, &device)?),
-                WeightMode::RepackedQ8_0 => {
+            match (weight_mode, native) {
+                (_, Some(cfg)) => {
+                    let mut source = GgufTensors {
+                        content: &gguf.content,
+                        reader: &mut reader,
+                        path: &info.path,
+                    };
+                    let model = LlamaModel::load(cfg, &mut source)?;
+                    let state = model.new_state();
+                    Ok(Model::Native {
+                        model: Box::new(model),
+                        state,
+                    })
+                }
+                (WeightMode::Exact | WeightMode::Native, None) => {
+                    Ok(Model::load(arch, gguf.content, &mut reader, &device)?)
+                }
+                (WeightMode::RepackedQ8_0, None) => {
                     let bytes = repack_q4_1_to_q8_0(&gguf.content, &mut reader, &device)?;
                     let mut cursor = Cursor::new(bytes);
                     let content = Content::read(&mut cursor)?;
@@ -469,8 +563,7 @@ impl Run<'_> {
 
         self.model.clear_kv_cache();
         let prefill_start = Instant::now();
-        let input = Tensor::new(prompt, self.device)?.unsqueeze(0)?;
-        let mut logits = self.model.forward(&input, 0)?.squeeze(0)?;
+        let mut logits = self.model.forward(prompt, 0, self.device)?;
         let prefill = prefill_start.elapsed();
         timings.prefill_ms = ms(prefill);
         timings.prefill_tokens_per_s = per_second(prompt.len(), prefill);
@@ -513,8 +606,9 @@ impl Run<'_> {
                 break FinishReason::Cancelled;
             }
             let step_start = Instant::now();
-            let input = Tensor::new(&[next], self.device)?.unsqueeze(0)?;
-            logits = self.model.forward(&input, history.len() - 1)?.squeeze(0)?;
+            logits = self
+                .model
+                .forward(&[next], history.len() - 1, self.device)?;
             decode_time += step_start.elapsed();
             decode_steps += 1;
         };
@@ -533,6 +627,125 @@ impl Run<'_> {
         }
         timings.decode_tokens_per_s = per_second(decode_steps, decode_time);
         Ok(finish(reason, text, generated, usage, timings))
+    }
+}
+
+/// How [`Engine::load`] would hold this file's weights with `exact` off and on; `promptdeck
+/// models` shows it so the speed/parity trade-off is visible before loading.
+pub fn planned_weight_modes(gguf: &GgufModel) -> Result<(WeightMode, WeightMode), EngineError> {
+    if native_config(gguf, 1)?.is_some() {
+        return Ok((WeightMode::Native, WeightMode::Native));
+    }
+    let has_q4_1 = gguf
+        .content
+        .tensor_infos
+        .values()
+        .any(|t| t.ggml_dtype == GgmlDType::Q4_1);
+    let default = if has_q4_1 {
+        WeightMode::RepackedQ8_0
+    } else {
+        WeightMode::Exact
+    };
+    Ok((default, WeightMode::Exact))
+}
+
+/// The native kernels' configuration when they can run this file: llama architecture, plain
+/// RoPE (no scaling, no frequency factors), no biases, every matrix Q4_1 or Q8_0. `None` sends
+/// the model to candle instead.
+fn native_config(gguf: &GgufModel, positions: usize) -> Result<Option<LlamaConfig>, EngineError> {
+    if gguf.info.architecture != Architecture::Llama {
+        return Ok(None);
+    }
+    let md = gguf.metadata();
+    let tensors = &gguf.content.tensor_infos;
+    for (name, t) in tensors {
+        let is_matrix = t.shape.rank() >= 2;
+        if is_matrix
+            && !promptdeck_kernels::llama::supported_matrix_type(&format!("{:?}", t.ggml_dtype))
+        {
+            return Ok(None);
+        }
+        if name.ends_with(".bias") || name.starts_with("rope_freqs") || name.contains("_exps") {
+            return Ok(None);
+        }
+    }
+    if md
+        .opt_string("llama.rope.scaling.type")?
+        .is_some_and(|t| t != "none")
+        || md.opt_u64("llama.expert_count")?.unwrap_or(0) > 0
+    {
+        return Ok(None);
+    }
+    let Some(embd) = tensors.get("token_embd.weight") else {
+        return Ok(None);
+    };
+    let n_vocab = embd.shape.dims().first().copied().unwrap_or(0);
+    let u = |key: &str| -> Result<usize, EngineError> { Ok(md.u64(key)? as usize) };
+    let n_head = u("llama.attention.head_count")?;
+    let n_embd = u("llama.embedding_length")?;
+    let float = |key: &str, default: f32| -> Result<f32, EngineError> {
+        Ok(match gguf.content.metadata.get(key) {
+            Some(gguf_file::Value::F32(v)) => *v,
+            Some(gguf_file::Value::F64(v)) => *v as f32,
+            Some(_) => {
+                return Err(GgufError::WrongType {
+                    path: gguf.info.path.clone(),
+                    key: key.to_string(),
+                    expected: "float",
+                }
+                .into());
+            }
+            None => default,
+        })
+    };
+    let head_dim = n_embd.checked_div(n_head).unwrap_or(0);
+    Ok(Some(LlamaConfig {
+        n_layer: u("llama.block_count")?,
+        n_embd,
+        n_head,
+        n_head_kv: md
+            .opt_u64("llama.attention.head_count_kv")?
+            .map_or(n_head, |v| v as usize),
+        n_ff: u("llama.feed_forward_length")?,
+        n_vocab,
+        n_rot: md
+            .opt_u64("llama.rope.dimension_count")?
+            .map_or(head_dim, |v| v as usize),
+        rope_base: float("llama.rope.freq_base", 10_000.0)?,
+        rms_eps: float("llama.attention.layer_norm_rms_epsilon", 1e-5)?,
+        max_positions: positions,
+    }))
+}
+
+/// Reads tensors straight from the GGUF file for the native kernels.
+struct GgufTensors<'a, R> {
+    content: &'a Content,
+    reader: &'a mut R,
+    path: &'a Path,
+}
+
+impl<R: std::io::Read + std::io::Seek> TensorSource for GgufTensors<'_, R> {
+    fn tensor(&mut self, name: &str) -> Result<Option<WeightData>, KernelError> {
+        use std::io::SeekFrom;
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Ok(None);
+        };
+        let elems = info.shape.elem_count();
+        let block = info.ggml_dtype.block_size();
+        let len = elems / block * info.ggml_dtype.type_size();
+        let mut bytes = vec![0u8; len];
+        let start = self.content.tensor_data_offset + info.offset;
+        let io = |e: std::io::Error| {
+            KernelError::Source(format!("{}: reading `{name}`: {e}", self.path.display()))
+        };
+        self.reader.seek(SeekFrom::Start(start)).map_err(io)?;
+        self.reader.read_exact(&mut bytes).map_err(io)?;
+        Ok(Some(WeightData {
+            ty: format!("{:?}", info.ggml_dtype),
+            // candle lists dimensions outermost first; ggml (and the kernels) innermost first.
+            dims: info.shape.dims().iter().rev().copied().collect(),
+            bytes,
+        }))
     }
 }
 
@@ -588,18 +801,28 @@ fn repack_q4_1_to_q8_0(
 
 #[cfg(test)]
 impl Engine {
+    /// Runs a prefill on the native kernels and returns every traced intermediate tensor.
+    pub(super) fn trace_native(&mut self, ids: &[u32]) -> Vec<(String, Vec<f32>)> {
+        let mut out = Vec::new();
+        if let Model::Native { model, state } = &mut self.model {
+            self.pool.install(|| {
+                model
+                    .forward_traced(state, ids, 0, &mut |name, v| {
+                        out.push((name.to_string(), v.to_vec()))
+                    })
+                    .expect("forward");
+            });
+        }
+        out
+    }
+
     /// Logits after a prefill of `ids`, for numeric comparisons in tests.
     pub(super) fn prefill_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
         let model = &mut self.model;
         let device = &self.device;
         self.pool.install(|| {
             model.clear_kv_cache();
-            let input = Tensor::new(ids, device)?.unsqueeze(0)?;
-            Ok(model
-                .forward(&input, 0)?
-                .squeeze(0)?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1()?)
+            Ok(model.forward(ids, 0, device)?.to_vec1()?)
         })
     }
 }

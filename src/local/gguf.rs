@@ -52,16 +52,20 @@ pub enum GgufError {
 pub enum Architecture {
     Llama,
     Qwen2,
+    Qwen3,
+    Phi3,
     Gemma3,
 }
 
 impl Architecture {
-    pub const SUPPORTED: &'static [&'static str] = &["llama", "qwen2", "gemma3"];
+    pub const SUPPORTED: &'static [&'static str] = &["llama", "qwen2", "qwen3", "phi3", "gemma3"];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "llama" => Some(Self::Llama),
             "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
+            "phi3" => Some(Self::Phi3),
             "gemma3" => Some(Self::Gemma3),
             _ => None,
         }
@@ -71,6 +75,8 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Phi3 => "phi3",
             Self::Gemma3 => "gemma3",
         }
     }

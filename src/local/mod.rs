@@ -1,4 +1,6 @@
-//! Local inference: runs GGUF models in-process on the CPU with candle. Owns model files
+//! Local inference: runs GGUF models in-process on the CPU, on promptdeck's native kernels
+//! (`promptdeck-kernels`, llama.cpp's numerics) for llama Q4_1/Q8_0 files and on candle for the
+//! other architectures. Owns model files
 //! (`gguf`), tokenization (`tokenizer`), chat prompt rendering (`chat_template`), sampling and
 //! stop sequences, the decode loop (`engine`) and the dedicated model thread (`worker`).
 //! `models` finds and fetches model files; `backend` serves the engine through promptdeck's
@@ -37,11 +39,6 @@ pub unsafe fn configure_process_threads(threads: usize) {
         // SAFETY: the caller guarantees no other thread is running.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.max(1).to_string()) };
     }
-}
-
-/// Threads candle's quantized matmul actually uses in this process (it starts the pool).
-pub fn matmul_threads() -> usize {
-    candle_core::utils::barrier_pool().n_workers() + 1
 }
 
 #[cfg(test)]

@@ -237,7 +237,13 @@ fn check_greedy(exact: bool) -> Vec<(usize, usize)> {
             out.timings.decode_tokens_per_s,
             out.text
         );
-        if agree == want.len() && out.token_ids.len() == want.len() {
+        let agree = if agree == want.len() && out.token_ids.len() != want.len() {
+            // Matching ids but generating past the reference's end is not a full match.
+            agree.saturating_sub(1)
+        } else {
+            agree
+        };
+        if agree == want.len() {
             assert_eq!(out.text, case.completion_text);
             let reason = if eos {
                 FinishReason::Stop
@@ -251,28 +257,53 @@ fn check_greedy(exact: bool) -> Vec<(usize, usize)> {
     report
 }
 
-/// Known gap: candle's numerics differ from llama.cpp's (its Q8_1 activation sums are rounded
-/// through f16, llama.cpp keeps an f16 KV cache), and this small model's top logits are often
-/// within 0.05 of each other, so greedy paths fork early. These floors are the agreement
-/// measured now; they guard against regressions until the forward pass matches llama.cpp.
-const EXACT_FLOOR: [usize; 5] = [7, 9, 0, 2, 5];
-const REPACKED_FLOOR: [usize; 5] = [7, 28, 1, 2, 5];
-
-#[test]
-fn greedy_vectors_exact_mode() {
-    for (i, (agree, total)) in check_greedy(true).into_iter().enumerate() {
-        assert!(agree >= EXACT_FLOOR[i], "case {i}: {agree}/{total} match");
+/// The bar: at least the first 16 ids equal (all of them when the reference is
+/// shorter). The native kernels reproduce llama.cpp's numerics bit for bit, so in fact every
+/// vector matches in full, and that is asserted too.
+fn assert_greedy_parity(report: &[(usize, usize)]) {
+    for (i, &(agree, total)) in report.iter().enumerate() {
+        assert!(agree >= total.min(16), "case {i}: {agree}/{total} match");
     }
+    let full = report.iter().filter(|(a, t)| a == t).count();
+    eprintln!(
+        "{full}/{} greedy vectors match in full: {report:?}",
+        report.len()
+    );
+    assert_eq!(full, report.len(), "{report:?}");
 }
 
 #[test]
-fn greedy_vectors_repacked_mode() {
-    for (i, (agree, total)) in check_greedy(false).into_iter().enumerate() {
-        assert!(
-            agree >= REPACKED_FLOOR[i],
-            "case {i}: {agree}/{total} match"
-        );
-    }
+fn greedy_vectors_exact_mode() {
+    assert_greedy_parity(&check_greedy(true));
+}
+
+#[test]
+fn greedy_vectors_default_mode() {
+    assert_greedy_parity(&check_greedy(false));
+}
+
+/// candle still serves the architectures the native kernels do not cover; this keeps its
+/// llama path (forced here with `native: false`) loading and generating.
+#[test]
+fn candle_engine_still_generates() {
+    let config = EngineConfig {
+        native: false,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::load(model_path(), &config).expect("load with candle");
+    assert_eq!(e.weight_mode(), WeightMode::RepackedQ8_0);
+    let r = smollm();
+    let req = GenerateRequest::new(Prompt::Tokens(r.greedy[0].prompt_ids.clone()), 3);
+    let out = e
+        .generate(&req, &AtomicBool::new(false), |_| {})
+        .expect("generate");
+    assert_eq!(out.text, "The capital of");
+}
+
+#[test]
+fn native_engine_is_used_for_the_default_model() {
+    assert_eq!(engine(false).weight_mode(), WeightMode::Native);
+    assert_eq!(engine(true).weight_mode(), WeightMode::Native);
 }
 
 fn sampled(seed: u64) -> Vec<u32> {
@@ -552,4 +583,46 @@ fn debug_top_logits() {
             .collect();
         eprintln!("want {} got top {:?}", case.completion_ids[0], top);
     }
+}
+
+#[test]
+#[ignore = "diagnostic: writes each greedy vector's first logits to $PROMPTDECK_DUMP_LOGITS"]
+fn dump_first_logits() {
+    let Some(path) = std::env::var_os("PROMPTDECK_DUMP_LOGITS") else {
+        return;
+    };
+    let r = smollm();
+    let mut e = engine(true);
+    let all: Vec<Vec<f32>> = r
+        .greedy
+        .iter()
+        .map(|case| e.prefill_logits(&case.prompt_ids).expect("logits"))
+        .collect();
+    std::fs::write(path, serde_json::to_string(&all).expect("json")).expect("write");
+}
+
+#[test]
+#[ignore = "diagnostic: writes the native engine's intermediate tensors for greedy case $PROMPTDECK_TRACE_CASE to $PROMPTDECK_TRACE"]
+fn trace_native_tensors() {
+    let Some(path) = std::env::var_os("PROMPTDECK_TRACE") else {
+        return;
+    };
+    let case: usize = std::env::var("PROMPTDECK_TRACE_CASE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let r = smollm();
+    let mut e = engine(true);
+    // PROMPTDECK_TRACE_REPEAT=k traces the prompt repeated k times (longer contexts).
+    let repeat: usize = std::env::var("PROMPTDECK_TRACE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let ids = r.greedy[case].prompt_ids.repeat(repeat);
+    let all = e.trace_native(&ids);
+    let map: serde_json::Map<String, serde_json::Value> = all
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::json!(v)))
+        .collect();
+    std::fs::write(path, serde_json::to_string(&map).expect("json")).expect("write");
 }
