@@ -604,3 +604,55 @@ fn a_missing_judge_is_a_configuration_error() {
         run.stderr
     );
 }
+
+/// `promptdeck test` runs techniques and judges through the same execution as `run`: the
+/// self-consistency case is voted over its samples, the model-graded case is sent to the judge,
+/// and both verdicts land in the JSON report and the store.
+#[test]
+fn test_command_runs_techniques_and_judges() {
+    let fixture = Fixture::new(
+        &[
+            "Answer: 7",
+            "Answer: 7",
+            "I think it is 8",
+            "so 7",
+            "no idea",
+            "Hello there!",
+        ],
+        Some(&[
+            r#"{"reason": "a polite greeting", "pass": true, "score": 0.9}"#,
+            "It says hello.\nY\nY",
+        ]),
+        "",
+    );
+    fixture
+        .project
+        .write("prompts/sc.prompty", SELF_CONSISTENCY);
+    fixture.project.write(
+        "prompts/sc.tests.yaml",
+        "- description: apples\n  vars: {question: 3 apples and 4 more?}\n  assert:\n    - {type: equals, value: '7'}\n    - {type: votes-agree, threshold: 0.6}\n",
+    );
+    fixture
+        .project
+        .write("prompts/greet.prompty", "---\n---\nSay hello.\n");
+    fixture
+        .project
+        .write("prompts/greet.tests.yaml", GREETING_TESTS);
+    // One prompt at a time, so the scripted replies arrive in a known order.
+    let sc = fixture.run(&["test", "sc", "--json", "sc.json"]);
+    assert_eq!(sc.code, 0, "{sc:?}");
+    assert_eq!(fixture.model.count(), 5);
+    let stored = fixture.stored_result("sc");
+    assert_eq!(stored["output"], "7", "{stored:#}");
+    assert_eq!(stored["passed"], true, "{stored:#}");
+    assert_eq!(stored["technique"]["votes"]["agreement"], 0.6);
+    let report = std::fs::read_to_string(fixture.project.root().join("sc.json")).expect("report");
+    assert!(report.contains("votes-agree"), "{report}");
+
+    let greet = fixture.run(&["test", "greet"]);
+    assert_eq!(greet.code, 0, "{greet:?}");
+    let judge = fixture.judge.as_ref().expect("a judge server");
+    assert_eq!(judge.count(), 2);
+    let stored = fixture.stored_result("greet");
+    assert_eq!(stored["passed"], true, "{stored:#}");
+}
