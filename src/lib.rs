@@ -15,5 +15,6 @@ pub mod prompt;
 pub mod refs;
 pub mod store;
 pub mod suite;
+pub mod tui;
 pub mod user_file;
 pub mod yaml;
