@@ -666,13 +666,24 @@ impl App {
     /// Palette entries matching the query.
     pub fn palette_matches(&self, query: &str) -> Vec<Action> {
         let query = query.to_lowercase();
-        Action::ALL
+        // Names containing the query first, then loose (subsequence) name matches, then help.
+        let rank = |a: &Action| {
+            if a.name().contains(&query) {
+                Some(0)
+            } else if subsequence(&query, a.name()) {
+                Some(1)
+            } else if a.help().to_lowercase().contains(&query) {
+                Some(2)
+            } else {
+                None
+            }
+        };
+        let mut ranked: Vec<(u8, Action)> = Action::ALL
             .iter()
-            .copied()
-            .filter(|a| {
-                subsequence(&query, a.name()) || a.help().to_lowercase().contains(&query)
-            })
-            .collect()
+            .filter_map(|a| rank(a).map(|r| (r, *a)))
+            .collect();
+        ranked.sort_by_key(|(r, _)| *r);
+        ranked.into_iter().map(|(_, a)| a).collect()
     }
 
     pub fn is_running(&self) -> bool {

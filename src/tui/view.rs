@@ -81,7 +81,10 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     }
     let backends = app.run_backends().join(", ");
     let right = format!(" backend: {backends} ");
-    let tabs = layout::tab_areas(rect_area(area));
+    let tabs: Vec<Area> = layout::tab_areas(area)
+        .into_iter()
+        .filter(|t| t.x >= area.x && t.x + t.w <= area.x + area.w)
+        .collect();
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     let tabs_x = tabs.first().map_or(area.w, |t| t.x.saturating_sub(area.x));
     let room = usize::from(tabs_x).saturating_sub(used);
@@ -92,9 +95,11 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     } else {
         spans.push(Span::styled(" ".repeat(room), theme.style(Slot::Header)));
     }
+    frame.render_widget(Block::default().style(theme.style(Slot::Header)), rect(area));
+    // The title gets the room left of the tabs, so a long path never runs under them.
     frame.render_widget(
         Paragraph::new(Line::from(spans)).style(theme.style(Slot::Header)),
-        rect(area),
+        rect(Area::new(area.x, area.y, tabs_x.saturating_sub(1), area.h)),
     );
     for (i, tab) in tabs.iter().enumerate() {
         let active = matches!(
@@ -107,10 +112,6 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
             rect(*tab),
         );
     }
-}
-
-fn rect_area(a: Area) -> Area {
-    a
 }
 
 fn draw_tree(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
@@ -379,8 +380,9 @@ fn draw_editor(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
             if out.len() >= height {
                 break;
             }
+            let mark = if problem_line == Some(row + 1) { "!" } else { " " };
             let number = if k == 0 {
-                format!("{:>w$} ", row + 1, w = gutter - 2)
+                format!("{:>w$}{mark}", row + 1, w = gutter - 2)
             } else {
                 " ".repeat(gutter - 1)
             };
@@ -594,8 +596,17 @@ fn numbered_spans(side: Option<&NumberedLine>, theme: &Theme, width: usize) -> V
         Tag::Delete => (Slot::DiffRemoved, Slot::DiffRemovedWord),
         Tag::Insert => (Slot::DiffAdded, Slot::DiffAddedWord),
     };
-    let mut spans = vec![Span::styled(format!("{:>4} ", line.number), theme.style(Slot::LineNumber))];
-    let mut used = 5;
+    // A sign as well as a colour, so changes read without colour too.
+    let sign = match line.tag {
+        Tag::Equal => ' ',
+        Tag::Delete => '-',
+        Tag::Insert => '+',
+    };
+    let mut spans = vec![
+        Span::styled(format!("{:>4}", line.number), theme.style(Slot::LineNumber)),
+        Span::styled(format!("{sign} "), theme.style(base)),
+    ];
+    let mut used = 6;
     for s in &line.spans {
         if used >= width {
             break;
@@ -884,7 +895,7 @@ fn draw_overlay(frame: &mut Frame, app: &App, theme: &Theme, overlay: &Overlay, 
             frame.render_widget(
                 Paragraph::new(vec![
                     Line::styled("There are unsaved changes.", theme.style(Slot::Warning)),
-                    Line::styled("y quit without saving · s save · any other key stays", theme.style(Slot::Text)),
+                    Line::styled("y quit without saving · s save · other keys stay", theme.style(Slot::Text)),
                 ])
                 .block(panel(" Quit? ".to_owned())),
                 area,
