@@ -190,6 +190,8 @@ pub struct PreviewState {
     /// The shown result is older than the buffer.
     pub pending: bool,
     pub scroll: usize,
+    /// The case the latest render request was for.
+    pub case: Option<usize>,
 }
 
 /// One assertion outcome as shown.
@@ -762,6 +764,7 @@ impl App {
                 }
                 self.cases.clear();
                 self.case_selected = None;
+                self.case_chosen_sample = false;
                 self.run = None;
                 self.compare = None;
                 self.preview = PreviewState {
@@ -786,10 +789,15 @@ impl App {
                             self.case_selected = self.cases.len().checked_sub(1);
                         }
                     }
+                    let rendered_case = self.preview.case;
                     if self.case_selected.is_none() && !self.cases.is_empty() && !self.case_chosen_sample {
                         self.case_selected = Some(0);
                     }
                     self.preview.result = result;
+                    // The first case was selected just now: render it rather than the sample.
+                    if self.selected_case_key() != rendered_case {
+                        self.request_preview(&mut fx, true);
+                    }
                 }
             }
             Msg::RunStarted { run, version } => {
@@ -982,6 +990,7 @@ impl App {
         self.preview.pending = true;
         let seq = self.preview.seq;
         if now {
+            self.preview.case = self.selected_case_key();
             fx.push(Effect::RenderPreview {
                 seq,
                 file_name: doc.file_name.clone(),

@@ -78,11 +78,15 @@ fn app_at(width: u16, height: u16) -> App {
         prompt: PROMPT.to_owned(),
         tests: Some(TESTS.to_owned()),
     });
-    let seq = app.preview.seq;
-    app.handle(Msg::PreviewReady {
-        seq,
-        result: preview_result(),
-    });
+    // The first answer selects the first case, which is then rendered in its turn.
+    for _ in 0..2 {
+        let seq = app.preview.seq;
+        app.handle(Msg::PreviewReady {
+            seq,
+            result: preview_result(),
+        });
+    }
+    assert!(!app.preview.pending);
     app
 }
 
@@ -186,13 +190,15 @@ fn loading_a_document_renders_its_preview_and_stale_previews_are_dropped() {
         result: preview_result(),
     });
     assert!(app.cases.is_empty(), "a stale preview is dropped");
-    app.handle(Msg::PreviewReady {
+    let fx = app.handle(Msg::PreviewReady {
         seq,
         result: preview_result(),
     });
+    assert!(matches!(&fx[..], [Effect::RenderPreview { case: Some(1), .. }]));
     assert_eq!(app.cases.len(), 2);
     assert_eq!(app.case_selected, Some(0), "the first case is selected");
-    assert!(!app.preview.pending);
+    assert!(app.preview.pending, "and rendered in its turn");
+    assert_eq!(app.preview.case, Some(1));
 }
 
 #[test]
