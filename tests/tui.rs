@@ -80,7 +80,15 @@ impl Session {
             env!("CARGO_BIN_EXE_promptdeck")
         ));
         let status = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", &width.to_string(), "-y"])
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                &width.to_string(),
+                "-y",
+            ])
             .arg(height.to_string())
             .arg("-c")
             .arg(root)
@@ -213,8 +221,19 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
     let limit = Duration::from_secs(20);
 
     // Open: the first prompt with its first case rendered.
-    tui.wait_for(&["Prompts", "prompts/ask.prompty", "Which country is Lyon in?", "lyon"], limit);
-    assert!(tui.alternate_screen(), "the TUI draws on the alternate screen");
+    tui.wait_for(
+        &[
+            "Prompts",
+            "prompts/ask.prompty",
+            "Which country is Lyon in?",
+            "lyon",
+        ],
+        limit,
+    );
+    assert!(
+        tui.alternate_screen(),
+        "the TUI draws on the alternate screen"
+    );
 
     // Select another prompt, then come back.
     tui.keys(&["Down", "Enter"]);
@@ -228,23 +247,39 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
     tui.type_text("Which");
     tui.keys(&["Enter"]);
     tui.type_text("Briefly: ");
-    tui.wait_for(&["Briefly: Which country is Lyon in?", "ask.prompty *"], limit);
+    tui.wait_for(
+        &["Briefly: Which country is Lyon in?", "ask.prompty *"],
+        limit,
+    );
 
     // Save: the file is written and a version committed.
     tui.keys(&["C-s"]);
     tui.wait_for(&["saved; committed version"], limit);
     let saved = std::fs::read_to_string(project.root().join("prompts/ask.prompty")).expect("read");
-    assert!(saved.contains("Briefly: Which country is {{ city }} in?"), "{saved}");
+    assert!(
+        saved.contains("Briefly: Which country is {{ city }} in?"),
+        "{saved}"
+    );
 
     // Run: the answer streams in, then the assertions with their reasons.
     tui.keys(&["C-r"]);
     let screen = tui.wait_for(
-        &["Lyon is in France, of course.", "PASS", "✓ contains", "✓ icontains", "run done: 1/1 passed"],
+        &[
+            "Lyon is in France, of course.",
+            "PASS",
+            "✓ contains",
+            "✓ icontains",
+            "run done: 1/1 passed",
+        ],
         limit,
     );
     assert!(screen.contains("23 in 9 out"), "{screen}");
     let request = server.request(server.count() - 1);
-    assert!(request.body.contains("Briefly: Which country is Lyon in?"), "{}", request.body);
+    assert!(
+        request.body.contains("Briefly: Which country is Lyon in?"),
+        "{}",
+        request.body
+    );
 
     // Diff: an unsaved edit against the latest version, with word-level changes.
     tui.keys(&["C-f"]);
@@ -257,7 +292,15 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
 
     // History: the saved version with its pass rate and the chart.
     tui.keys(&["F4"]);
-    tui.wait_for(&["History ask", "saved in the workbench", "100%", "pass rate by version"], limit);
+    tui.wait_for(
+        &[
+            "History ask",
+            "saved in the workbench",
+            "100%",
+            "pass rate by version",
+        ],
+        limit,
+    );
 
     // Quit with unsaved changes: asked, then quit; the terminal is restored.
     tui.keys(&["C-q"]);
@@ -266,12 +309,19 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
     tui.wait_for(&["EXITED 0"], limit);
     assert!(!tui.alternate_screen(), "the alternate screen was left");
     let screen = tui.screen();
-    assert!(!screen.contains("Prompts"), "the workbench is gone from the screen:\n{screen}");
+    assert!(
+        !screen.contains("Prompts"),
+        "the workbench is gone from the screen:\n{screen}"
+    );
 
     // The run is in the store, as `promptdeck runs` shows.
     let runs = project.run(&["runs", "ask"]);
     assert_eq!(runs.code, 0, "{runs:?}");
-    assert!(runs.stdout.contains("fake") && runs.stdout.contains("1/1"), "{}", runs.stdout);
+    assert!(
+        runs.stdout.contains("fake") && runs.stdout.contains("1/1"),
+        "{}",
+        runs.stdout
+    );
 }
 
 #[test]
@@ -287,7 +337,10 @@ fn tui_runs_the_local_model() {
         "- description: paris\n  assert:\n    - type: icontains\n      value: paris\n",
     );
     let tui = Session::start(project.root(), &[("NO_COLOR", "1")], 100, 30);
-    tui.wait_for(&["prompts/capital.prompty", "capital of France", "tokens, "], Duration::from_secs(20));
+    tui.wait_for(
+        &["prompts/capital.prompty", "capital of France", "tokens, "],
+        Duration::from_secs(20),
+    );
     tui.keys(&["C-r"]);
     // The first request loads the model (and fetches it once on a fresh machine).
     let screen = tui.wait_for(&["run done"], Duration::from_secs(600));

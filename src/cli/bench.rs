@@ -343,7 +343,10 @@ fn run_tui_bench(dir: &Path, args: &TuiBenchArgs) -> Result<Exit, CliError> {
                 "prompts/bench/prompt.prompty".to_owned(),
                 format!("{BENCH_PROMPT}\nrevision {v}\n"),
             );
-            files.insert("prompts/bench/prompt.tests.yaml".to_owned(), BENCH_TESTS.to_owned());
+            files.insert(
+                "prompts/bench/prompt.tests.yaml".to_owned(),
+                BENCH_TESTS.to_owned(),
+            );
             let unit = UnitFiles {
                 prompt: "bench/prompt".to_owned(),
                 files,
@@ -361,8 +364,8 @@ fn run_tui_bench(dir: &Path, args: &TuiBenchArgs) -> Result<Exit, CliError> {
         .map_err(CliError::Usage)?;
     let setup = crate::tui::terminal::setup(&project, keymap, &theme.name, 120, 40)?;
     let (mut app, effects) = App::new(setup);
-    let mut terminal = Terminal::new(TestBackend::new(120, 40))
-        .map_err(|e| CliError::Io(e.to_string()))?;
+    let mut terminal =
+        Terminal::new(TestBackend::new(120, 40)).map_err(|e| CliError::Io(e.to_string()))?;
     crate::tui::terminal::draw(&mut terminal, &app, &theme)?;
     let first_frame = start.elapsed();
     // Then the document (read from disk) in the second frame.
@@ -371,7 +374,11 @@ fn run_tui_bench(dir: &Path, args: &TuiBenchArgs) -> Result<Exit, CliError> {
             let prompts = project.prompts_dir();
             let prompt = std::fs::read_to_string(prompts.join(&file)).map_err(io)?;
             let tests = std::fs::read_to_string(prompts.join("bench/prompt.tests.yaml")).ok();
-            app.handle(Msg::DocumentLoaded { file_name: file, prompt, tests });
+            app.handle(Msg::DocumentLoaded {
+                file_name: file,
+                prompt,
+                tests,
+            });
         }
     }
     crate::tui::terminal::draw(&mut terminal, &app, &theme)?;
@@ -405,7 +412,9 @@ fn run_tui_bench(dir: &Path, args: &TuiBenchArgs) -> Result<Exit, CliError> {
             _ => None,
         })
         .unwrap_or((0, Vec::<CellSpec>::new()));
-    let words = ["To ", "solve ", "this, ", "we ", "add ", "3 ", "and ", "4 ", "to ", "get ", "7. "];
+    let words = [
+        "To ", "solve ", "this, ", "we ", "add ", "3 ", "and ", "4 ", "to ", "get ", "7. ",
+    ];
     let mut input_frames = Vec::new();
     let mut stream_frames = Vec::new();
     for t in 0..args.tokens {
@@ -421,7 +430,11 @@ fn run_tui_bench(dir: &Path, args: &TuiBenchArgs) -> Result<Exit, CliError> {
         }
         if t % 20 == 19 {
             let s = Instant::now();
-            let c = if t % 40 == 19 { Key::Char('x') } else { Key::Backspace };
+            let c = if t % 40 == 19 {
+                Key::Char('x')
+            } else {
+                Key::Backspace
+            };
             app.handle(Msg::Key(KeyChord::plain(c)));
             crate::tui::terminal::draw(&mut terminal, &app, &theme)?;
             input_frames.push(s.elapsed());
@@ -464,7 +477,10 @@ fn run_tui_bench(dir: &Path, args: &TuiBenchArgs) -> Result<Exit, CliError> {
         "streaming frame: median {:.2} ms, max {:.2} ms (the output at {} characters)",
         median_ms(&stream_frames),
         max_ms(&stream_frames),
-        app.run.as_ref().and_then(|r| r.cells.first()).map_or(0, |c| c.text.len())
+        app.run
+            .as_ref()
+            .and_then(|r| r.cells.first())
+            .map_or(0, |c| c.text.len())
     );
     Ok(Exit::Ok)
 }

@@ -256,7 +256,10 @@ Binds loopback unless --host says otherwise; there is no authentication.")]
         file: PathBuf,
     },
     /// Measure promptdeck's own speed.
-    #[command(subcommand, after_help = "Examples:\n  promptdeck bench store\n  promptdeck bench tui")]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  promptdeck bench store\n  promptdeck bench tui"
+    )]
     Bench(BenchCommand),
     /// Print a shell completion script.
     #[command(

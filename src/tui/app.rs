@@ -708,7 +708,8 @@ impl App {
                         self.edited(&mut fx);
                     }
                 } else if self.view == View::Main && self.focus == Pane::Tree {
-                    self.filter.push_str(text.lines().next().unwrap_or_default());
+                    self.filter
+                        .push_str(text.lines().next().unwrap_or_default());
                     self.tree_selected = 0;
                 }
             }
@@ -758,7 +759,10 @@ impl App {
                     tests_exists: tests.is_some(),
                     active: Buffer::Prompt,
                 });
-                if let Some(i) = self.visible_prompts().iter().position(|p| p.file_name == file_name)
+                if let Some(i) = self
+                    .visible_prompts()
+                    .iter()
+                    .position(|p| p.file_name == file_name)
                 {
                     self.tree_selected = i;
                 }
@@ -781,7 +785,12 @@ impl App {
             Msg::PreviewReady { seq, result } => {
                 if seq == self.preview.seq {
                     self.preview.pending = false;
-                    if !result.cases.is_empty() || result.problem.as_ref().is_none_or(|p| p.buffer != Buffer::Tests) {
+                    if !result.cases.is_empty()
+                        || result
+                            .problem
+                            .as_ref()
+                            .is_none_or(|p| p.buffer != Buffer::Tests)
+                    {
                         self.cases = result.cases.clone();
                     }
                     if let Some(i) = self.case_selected {
@@ -790,7 +799,10 @@ impl App {
                         }
                     }
                     let rendered_case = self.preview.case;
-                    if self.case_selected.is_none() && !self.cases.is_empty() && !self.case_chosen_sample {
+                    if self.case_selected.is_none()
+                        && !self.cases.is_empty()
+                        && !self.case_chosen_sample
+                    {
                         self.case_selected = Some(0);
                     }
                     self.preview.result = result;
@@ -881,9 +893,14 @@ impl App {
                 if prompt == self.history.prompt {
                     self.history.rows = rows;
                     self.history.loading = false;
-                    self.history.selected = self.history.selected.min(self.history.rows.len().saturating_sub(1));
+                    self.history.selected = self
+                        .history
+                        .selected
+                        .min(self.history.rows.len().saturating_sub(1));
                     if self.history.rows.is_empty() {
-                        self.info(format!("{prompt} has no versions yet: ^S saves and commits one"));
+                        self.info(format!(
+                            "{prompt} has no versions yet: ^S saves and commits one"
+                        ));
                     }
                 }
             }
@@ -894,7 +911,9 @@ impl App {
                     .collect::<Vec<_>>();
                 let mut state = CompareState::of_files(&left.0, &right.0, &files, true);
                 if files.is_empty() {
-                    state.rows.push(CompareRow::File("no differences".to_owned()));
+                    state
+                        .rows
+                        .push(CompareRow::File("no differences".to_owned()));
                 }
                 self.compare = Some(state);
                 self.view = View::Compare;
@@ -1112,7 +1131,11 @@ impl App {
                 Key::Down | Key::Char('j') => {
                     self.overlay = Some(Overlay::Help { scroll: scroll + 1 })
                 }
-                Key::PageDown => self.overlay = Some(Overlay::Help { scroll: scroll + 10 }),
+                Key::PageDown => {
+                    self.overlay = Some(Overlay::Help {
+                        scroll: scroll + 10,
+                    })
+                }
                 Key::PageUp => {
                     self.overlay = Some(Overlay::Help {
                         scroll: scroll.saturating_sub(10),
@@ -1328,9 +1351,7 @@ impl App {
             Action::FocusOutputs => self.focus_pane(Pane::Outputs),
             Action::ViewMain => self.view = View::Main,
             Action::ViewCompare => {
-                if self.compare.is_some() {
-                    self.view = View::Compare;
-                } else if self.compare_outputs() {
+                if self.compare.is_some() || self.compare_outputs() {
                     self.view = View::Compare;
                 } else if self.doc.is_some() {
                     // Nothing run yet: compare the working files with the latest version.
@@ -1356,10 +1377,12 @@ impl App {
                 }
             }
             Action::ExternalEditor => match &self.doc {
-                Some(doc) if doc.dirty() => self.status = Some((
-                    Level::Error,
-                    "unsaved changes: save (^S) before opening $EDITOR".to_owned(),
-                )),
+                Some(doc) if doc.dirty() => {
+                    self.status = Some((
+                        Level::Error,
+                        "unsaved changes: save (^S) before opening $EDITOR".to_owned(),
+                    ))
+                }
                 Some(doc) => fx.push(Effect::ExternalEditor {
                     file_name: doc.file_name.clone(),
                     buffer: doc.active,
@@ -1375,7 +1398,12 @@ impl App {
                     let missing = (doc.active == Buffer::Tests
                         && !doc.tests_exists
                         && doc.tests.text().is_empty())
-                    .then(|| format!("{} does not exist yet; ^S creates it", doc.tests_file_name()));
+                    .then(|| {
+                        format!(
+                            "{} does not exist yet; ^S creates it",
+                            doc.tests_file_name()
+                        )
+                    });
                     if let Some(message) = missing {
                         self.info(message);
                     }
@@ -1389,7 +1417,11 @@ impl App {
             }
             Action::NextTheme => {
                 if !self.themes.is_empty() {
-                    let i = self.themes.iter().position(|t| *t == self.theme).map_or(0, |i| i + 1);
+                    let i = self
+                        .themes
+                        .iter()
+                        .position(|t| *t == self.theme)
+                        .map_or(0, |i| i + 1);
                     let name = self.themes[i % self.themes.len()].clone();
                     fx.push(Effect::SetTheme(name));
                 }
@@ -1397,7 +1429,11 @@ impl App {
             Action::Undo | Action::Redo => {
                 if let Some(doc) = &mut self.doc {
                     let e = doc.editor_mut();
-                    let did = if action == Action::Undo { e.undo() } else { e.redo() };
+                    let did = if action == Action::Undo {
+                        e.undo()
+                    } else {
+                        e.redo()
+                    };
                     if did {
                         self.edited(fx);
                     }
@@ -1567,7 +1603,13 @@ impl App {
             self.info("open a prompt first".to_owned());
             return;
         };
-        if let Some(p) = self.preview.result.problem.as_ref().filter(|_| !self.preview.pending) {
+        if let Some(p) = self
+            .preview
+            .result
+            .problem
+            .as_ref()
+            .filter(|_| !self.preview.pending)
+        {
             self.status = Some((Level::Error, format!("cannot run: {}", p.message)));
             return;
         }
@@ -1764,7 +1806,11 @@ impl App {
             copy.pop();
         }
         for line in &mut copy {
-            if line.trim_start().trim_start_matches("- ").starts_with("description:") {
+            if line
+                .trim_start()
+                .trim_start_matches("- ")
+                .starts_with("description:")
+            {
                 let trimmed = line.trim_end().to_owned();
                 *line = match trimmed.chars().last() {
                     // A quoted description: the suffix goes inside the quotes.
@@ -1805,7 +1851,12 @@ impl App {
         if let Some(doc) = &mut self.doc {
             doc.active = Buffer::Tests;
             // Put the cursor on the first variable, below `vars:` when there is one.
-            let vars = doc.tests.lines()[line.saturating_sub(1)..]
+            // The buffer may have changed since the cases were parsed: stay inside it.
+            let vars = doc
+                .tests
+                .lines()
+                .get(line.saturating_sub(1)..)
+                .unwrap_or_default()
                 .iter()
                 .take(20)
                 .position(|l| l.trim_start().starts_with("vars:"))
@@ -1921,7 +1972,8 @@ impl App {
                         if let Some(doc) = &mut self.doc {
                             let gutter = gutter_width(doc.editor().line_count());
                             let width = usize::from(inner.w).saturating_sub(gutter).max(1);
-                            let col = usize::from(mouse.col.saturating_sub(inner.x)).saturating_sub(gutter);
+                            let col = usize::from(mouse.col.saturating_sub(inner.x))
+                                .saturating_sub(gutter);
                             let e = doc.editor_mut();
                             let (line, offset) = visual_to_logical(e, row, width, wrap);
                             e.set_cursor(line, offset * width + col);

@@ -352,7 +352,8 @@ impl Editor {
             if q.len() > chars.len() {
                 continue;
             }
-            let found = (start_col..=chars.len() - q.len()).find(|&i| chars[i..i + q.len()] == q[..]);
+            let found =
+                (start_col..=chars.len() - q.len()).find(|&i| chars[i..i + q.len()] == q[..]);
             if let Some(col) = found {
                 self.row = row;
                 self.col = col;
@@ -482,7 +483,10 @@ mod tests {
 
     #[test]
     fn scroll_follows_cursor_with_wrap() {
-        let text = (0..50).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n");
+        let text = (0..50)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let mut e = Editor::new(&text);
         e.down(30);
         e.scroll_to_cursor(10, 20, true);

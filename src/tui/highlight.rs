@@ -149,8 +149,16 @@ fn yaml_line(line: &str) -> Vec<Piece> {
     match key_end {
         Some(end) => {
             push(&mut pieces, Class::FrontMatter, &line[..indent + dash]);
-            push(&mut pieces, Class::YamlKey, &body[..=end.min(body.len() - 1)]);
-            push(&mut pieces, Class::FrontMatter, &body[(end + 1).min(body.len())..]);
+            push(
+                &mut pieces,
+                Class::YamlKey,
+                &body[..=end.min(body.len() - 1)],
+            );
+            push(
+                &mut pieces,
+                Class::FrontMatter,
+                &body[(end + 1).min(body.len())..],
+            );
         }
         None => push(&mut pieces, Class::FrontMatter, line),
     }
@@ -198,7 +206,10 @@ mod tests {
         assert_eq!(got[7], vec![(Class::JinjaExpr, "{{ b".into())]);
         assert_eq!(
             got[8],
-            vec![(Class::JinjaExpr, "}}".into()), (Class::Text, " end".into())]
+            vec![
+                (Class::JinjaExpr, "}}".into()),
+                (Class::Text, " end".into())
+            ]
         );
     }
 

@@ -288,7 +288,9 @@ impl Context {
 pub enum KeymapError {
     #[error("`{0}` is not a key (examples: ctrl-s, alt-r, f1, enter, ?)")]
     BadKey(String),
-    #[error("unknown context `{0}` (contexts: global, editor, tree, cases, preview, outputs, compare, history)")]
+    #[error(
+        "unknown context `{0}` (contexts: global, editor, tree, cases, preview, outputs, compare, history)"
+    )]
     BadContext(String),
     #[error("unknown action `{action}` for key `{key}`; actions: {known}")]
     BadAction {
@@ -418,6 +420,24 @@ impl Keymap {
             }
         }
         rows
+    }
+}
+
+impl Keymap {
+    /// The bindings as a Markdown table, for the README (a test keeps the two equal).
+    pub fn markdown_table(&self) -> String {
+        let mut out = String::from("| where | keys | action |\n| --- | --- | --- |\n");
+        for (context, keys, action) in self.rows() {
+            let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            out.push_str(&format!(
+                "| {} | {} | {} (`{}`) |\n",
+                context.name(),
+                keys.join(" "),
+                action.help(),
+                action.name()
+            ));
+        }
+        out
     }
 }
 

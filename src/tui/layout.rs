@@ -139,8 +139,14 @@ mod tests {
                 for a in [
                     p.header, p.status, p.tree, p.cases, p.editor, p.preview, p.outputs,
                 ] {
-                    assert!(u32::from(a.x) + u32::from(a.w) <= u32::from(w), "{w}x{h} {a:?}");
-                    assert!(u32::from(a.y) + u32::from(a.h) <= u32::from(h), "{w}x{h} {a:?}");
+                    assert!(
+                        u32::from(a.x) + u32::from(a.w) <= u32::from(w),
+                        "{w}x{h} {a:?}"
+                    );
+                    assert!(
+                        u32::from(a.y) + u32::from(a.h) <= u32::from(h),
+                        "{w}x{h} {a:?}"
+                    );
                 }
             }
         }

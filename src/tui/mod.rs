@@ -13,8 +13,8 @@ pub mod editor;
 pub mod highlight;
 pub mod keymap;
 pub mod layout;
-pub mod theme;
 pub mod terminal;
+pub mod theme;
 pub mod view;
 pub mod worker;
 

@@ -24,7 +24,7 @@ use ratatui::Terminal;
 use ratatui::backend::{Backend as TermBackend, CrosstermBackend};
 use tokio::sync::mpsc;
 
-use super::app::{App, Buffer, Effect, Msg, Mouse, MouseKind, Setup};
+use super::app::{App, Buffer, Effect, Mouse, MouseKind, Msg, Setup};
 use super::keymap::{Key, KeyChord, Keymap};
 use super::theme::{self, Theme};
 use super::worker::{Worker, tests_file_name};
@@ -66,11 +66,21 @@ pub fn no_color() -> bool {
 /// Loads a theme, honouring NO_COLOR.
 pub fn load_theme(project: &Project, name: &str) -> Result<Theme, String> {
     let theme = theme::load(name, Some(&project.root.join("themes"))).map_err(|e| e.to_string())?;
-    Ok(if no_color() { theme.without_colour() } else { theme })
+    Ok(if no_color() {
+        theme.without_colour()
+    } else {
+        theme
+    })
 }
 
 /// The app as it starts on a project: no IO but listing the prompt files.
-pub fn setup(project: &Project, keymap: Keymap, theme: &str, width: u16, height: u16) -> Result<Setup, CliError> {
+pub fn setup(
+    project: &Project,
+    keymap: Keymap,
+    theme: &str,
+    width: u16,
+    height: u16,
+) -> Result<Setup, CliError> {
     let prompts = project.list_prompts()?;
     Ok(Setup {
         keymap,
@@ -333,7 +343,11 @@ async fn event_loop(
 }
 
 /// Draws one frame of the app.
-pub fn draw<B: TermBackend>(terminal: &mut Terminal<B>, app: &App, theme: &Theme) -> Result<(), CliError> {
+pub fn draw<B: TermBackend>(
+    terminal: &mut Terminal<B>,
+    app: &App,
+    theme: &Theme,
+) -> Result<(), CliError> {
     terminal
         .draw(|frame| super::view::draw(frame, app, theme))
         .map(|_| ())
@@ -342,7 +356,12 @@ pub fn draw<B: TermBackend>(terminal: &mut Terminal<B>, app: &App, theme: &Theme
 
 /// Suspends the TUI, runs `$VISUAL`/`$EDITOR` (default `vi`) on the file, resumes, and reads the
 /// files back.
-fn external_editor(project: &Project, file_name: &str, buffer: Buffer, redirect: Option<&StderrToLog>) -> Msg {
+fn external_editor(
+    project: &Project,
+    file_name: &str,
+    buffer: Buffer,
+    redirect: Option<&StderrToLog>,
+) -> Msg {
     let prompts = project.prompts_dir();
     let path: PathBuf = match buffer {
         Buffer::Prompt => prompts.join(file_name),
@@ -368,7 +387,11 @@ fn external_editor(project: &Project, file_name: &str, buffer: Buffer, redirect:
     if let Some(r) = redirect {
         // Re-point stderr at the log: start() again keeps the saved terminal descriptor.
         let log = project.root.join(".promptdeck").join("tui.log");
-        if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+        {
             use std::os::fd::AsRawFd;
             // SAFETY: fd 2 and an open file this function owns.
             unsafe {

@@ -19,7 +19,10 @@ fn setup(width: u16, height: u16) -> Setup {
         project_name: "demo".to_owned(),
         backends: vec!["gpt-mini".to_owned(), "local".to_owned()],
         default_backend: "local".to_owned(),
-        themes: theme::SHIPPED.iter().map(|(n, _)| (*n).to_owned()).collect(),
+        themes: theme::SHIPPED
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect(),
         theme: "dark".to_owned(),
         no_color: false,
         prompts: vec![
@@ -35,7 +38,10 @@ fn setup(width: u16, height: u16) -> Setup {
 fn preview_result() -> PreviewResult {
     PreviewResult {
         messages: vec![
-            ("system".to_owned(), "You are a careful math tutor.".to_owned()),
+            (
+                "system".to_owned(),
+                "You are a careful math tutor.".to_owned(),
+            ),
             (
                 "user".to_owned(),
                 "If I have 3 apples and buy 4 more, how many?".to_owned(),
@@ -182,7 +188,11 @@ fn loading_a_document_renders_its_preview_and_stale_previews_are_dropped() {
         tests: Some(TESTS.to_owned()),
     });
     let seq = match fx.as_slice() {
-        [Effect::RenderPreview { seq, case: None, .. }] => *seq,
+        [
+            Effect::RenderPreview {
+                seq, case: None, ..
+            },
+        ] => *seq,
         other => panic!("{other:?}"),
     };
     app.handle(Msg::PreviewReady {
@@ -194,7 +204,10 @@ fn loading_a_document_renders_its_preview_and_stale_previews_are_dropped() {
         seq,
         result: preview_result(),
     });
-    assert!(matches!(&fx[..], [Effect::RenderPreview { case: Some(1), .. }]));
+    assert!(matches!(
+        &fx[..],
+        [Effect::RenderPreview { case: Some(1), .. }]
+    ));
     assert_eq!(app.cases.len(), 2);
     assert_eq!(app.case_selected, Some(0), "the first case is selected");
     assert!(app.preview.pending, "and rendered in its turn");
@@ -312,7 +325,13 @@ fn save_sends_both_files_and_saved_clears_the_marker() {
     key(&mut app, ch('x'));
     let fx = key(&mut app, KeyChord::ctrl('s'));
     let (prompt, tests) = match fx.as_slice() {
-        [Effect::Save { file_name, prompt, tests }] => {
+        [
+            Effect::Save {
+                file_name,
+                prompt,
+                tests,
+            },
+        ] => {
             assert_eq!(file_name, "cot/math.prompty");
             (prompt.clone(), tests.clone())
         }
@@ -336,7 +355,10 @@ fn run_streams_into_cells_and_drops_stale_runs() {
     let mut app = app_with_outputs();
     let run = app.run.as_ref().map(|r| r.id).unwrap_or_default();
     assert_eq!(app.visible_cells().len(), 2);
-    assert_eq!(app.visible_cells()[0].text, "To solve this, we add 3 and 4.\nAnswer: 7");
+    assert_eq!(
+        app.visible_cells()[0].text,
+        "To solve this, we add 3 and 4.\nAnswer: 7"
+    );
     app.handle(Msg::RunChunk {
         run: run + 7,
         cell: 0,
@@ -351,7 +373,9 @@ fn run_streams_into_cells_and_drops_stale_runs() {
     app.handle(Msg::RunFinished { run });
     assert!(!app.is_running());
     assert_eq!(app.prompts[0].counts, Some((1, 1)));
-    assert!(matches!(&app.status, Some((Level::Info, m)) if m.contains("1/1 passed") && m.contains("1 failed")));
+    assert!(
+        matches!(&app.status, Some((Level::Info, m)) if m.contains("1/1 passed") && m.contains("1 failed"))
+    );
 }
 
 #[test]
@@ -392,7 +416,11 @@ fn esc_cancels_a_run_then_leaves_views_then_clears_the_filter() {
     let run = app.run.as_ref().map(|r| r.id).unwrap_or_default();
     assert_eq!(key(&mut app, k(Key::Esc)), vec![Effect::CancelRun(run)]);
     assert_eq!(app.visible_cells()[1].status, CellStatus::Cancelled);
-    assert_eq!(app.visible_cells()[0].status, CellStatus::Done, "finished cells stay");
+    assert_eq!(
+        app.visible_cells()[0].status,
+        CellStatus::Done,
+        "finished cells stay"
+    );
     act(&mut app, Action::ViewCompare);
     key(&mut app, k(Key::Esc));
     assert_eq!(app.view, View::Main);
@@ -445,7 +473,14 @@ fn compare_shows_two_outputs_or_the_working_files_against_the_latest_version() {
     let mut app = app();
     let fx = key(&mut app, KeyChord::ctrl('d'));
     match fx.as_slice() {
-        [Effect::LoadVersions { left: VersionRef::Stored { id, .. }, right: VersionRef::Working, working, .. }] => {
+        [
+            Effect::LoadVersions {
+                left: VersionRef::Stored { id, .. },
+                right: VersionRef::Working,
+                working,
+                ..
+            },
+        ] => {
             assert!(id.is_empty(), "empty id: the latest version");
             assert_eq!(working.len(), 2);
         }
@@ -476,7 +511,11 @@ fn next_and_previous_change_jump_between_blocks() {
     let right = "a\nB\nc\nd\ne\nF\ng\n";
     app.compare = Some(CompareState::of_texts("x", left, "y", right));
     app.view = View::Compare;
-    let changes = app.compare.as_ref().map(|c| c.changes.clone()).unwrap_or_default();
+    let changes = app
+        .compare
+        .as_ref()
+        .map(|c| c.changes.clone())
+        .unwrap_or_default();
     assert_eq!(changes.len(), 2);
     key(&mut app, ch('n'));
     assert_eq!(app.compare.as_ref().map(|c| c.scroll), Some(changes[0]));
@@ -496,7 +535,11 @@ fn history_rows() -> Vec<HistoryRow> {
             date: format!("2026-11-2{i} 10:00"),
             message: format!("edit {i}"),
             author: "ada".to_owned(),
-            labels: if i == 1 { vec!["prod".to_owned()] } else { Vec::new() },
+            labels: if i == 1 {
+                vec!["prod".to_owned()]
+            } else {
+                Vec::new()
+            },
             pass_rate: [Some(1.0), Some(0.8), None, Some(0.4)][i],
         })
         .collect()
@@ -519,7 +562,13 @@ fn history_marks_compares_restores_and_labels() {
     });
     // Compare the selected version with the working files.
     let fx = key(&mut app, k(Key::Enter));
-    assert!(matches!(&fx[..], [Effect::LoadVersions { right: VersionRef::Working, .. }]));
+    assert!(matches!(
+        &fx[..],
+        [Effect::LoadVersions {
+            right: VersionRef::Working,
+            ..
+        }]
+    ));
     // Mark the newest, select an older one: the older goes left.
     key(&mut app, ch(' '));
     assert_eq!(app.history.marked, Some(0));
@@ -527,7 +576,13 @@ fn history_marks_compares_restores_and_labels() {
     key(&mut app, k(Key::Down));
     let fx = key(&mut app, ch('d'));
     match &fx[..] {
-        [Effect::LoadVersions { left: VersionRef::Stored { short: l, .. }, right: VersionRef::Stored { short: r, .. }, .. }] => {
+        [
+            Effect::LoadVersions {
+                left: VersionRef::Stored { short: l, .. },
+                right: VersionRef::Stored { short: r, .. },
+                ..
+            },
+        ] => {
             assert_eq!((l.as_str(), r.as_str()), ("2aaaaaa", "0aaaaaa"));
         }
         other => panic!("{other:?}"),
@@ -551,7 +606,10 @@ fn history_marks_compares_restores_and_labels() {
         files: right,
     });
     assert_eq!(app.view, View::Main);
-    assert_eq!(app.doc.as_ref().map(|d| d.prompt.text()), Some("a\nc\n".to_owned()));
+    assert_eq!(
+        app.doc.as_ref().map(|d| d.prompt.text()),
+        Some("a\nc\n".to_owned())
+    );
     assert!(app.doc.as_ref().is_some_and(Document::dirty));
     // Label.
     act(&mut app, Action::ViewHistory);
@@ -564,7 +622,9 @@ fn history_marks_compares_restores_and_labels() {
         key(&mut app, ch(c));
     }
     let fx = key(&mut app, k(Key::Enter));
-    assert!(matches!(&fx[..], [Effect::SetLabel { label, prompt, .. }] if label == "prod" && prompt == "cot/math"));
+    assert!(
+        matches!(&fx[..], [Effect::SetLabel { label, prompt, .. }] if label == "prod" && prompt == "cot/math")
+    );
     let fx = app.handle(Msg::LabelSet {
         label: "prod".to_owned(),
         short: "2aaaaaa".to_owned(),
@@ -616,14 +676,20 @@ fn tests_file_toggle_backends_and_themes() {
     key(&mut app, ch(' '));
     let fx = key(&mut app, k(Key::Enter));
     assert!(matches!(&fx[..], [Effect::RenderPreview { backend: Some(b), .. }] if b == "gpt-mini"));
-    assert_eq!(app.run_backends(), vec!["gpt-mini".to_owned(), "local".to_owned()]);
+    assert_eq!(
+        app.run_backends(),
+        vec!["gpt-mini".to_owned(), "local".to_owned()]
+    );
 
     let fx = key(&mut app, k(Key::F(8)));
     assert_eq!(fx, vec![Effect::SetTheme("light".to_owned())]);
     app.handle(Msg::ThemeApplied("light".to_owned()));
     assert_eq!(app.theme, "light");
     app.theme = "tokyonight".to_owned();
-    assert_eq!(act(&mut app, Action::NextTheme), vec![Effect::SetTheme("dark".to_owned())]);
+    assert_eq!(
+        act(&mut app, Action::NextTheme),
+        vec![Effect::SetTheme("dark".to_owned())]
+    );
 }
 
 #[test]
@@ -634,9 +700,16 @@ fn editor_undo_redo_search_wrap_and_paste() {
         key(&mut app, ch(c));
     }
     key(&mut app, KeyChord::ctrl('z'));
-    assert_eq!(app.doc.as_ref().map(|d| d.prompt.text()), Some(PROMPT.to_owned()));
+    assert_eq!(
+        app.doc.as_ref().map(|d| d.prompt.text()),
+        Some(PROMPT.to_owned())
+    );
     key(&mut app, KeyChord::ctrl('y'));
-    assert!(app.doc.as_ref().is_some_and(|d| d.prompt.text().starts_with("abc---")));
+    assert!(
+        app.doc
+            .as_ref()
+            .is_some_and(|d| d.prompt.text().starts_with("abc---"))
+    );
     key(&mut app, KeyChord::ctrl('z'));
 
     key(&mut app, KeyChord::ctrl('f'));
@@ -644,11 +717,19 @@ fn editor_undo_redo_search_wrap_and_paste() {
         key(&mut app, ch(c));
     }
     let cursor = app.doc.as_ref().map(|d| (d.prompt.row, d.prompt.col));
-    assert_eq!(cursor, Some((8, 23)), "incremental search moves as you type");
+    assert_eq!(
+        cursor,
+        Some((8, 23)),
+        "incremental search moves as you type"
+    );
     key(&mut app, k(Key::Enter));
     assert_eq!(app.overlay, None);
     key(&mut app, k(Key::F(3)));
-    assert_eq!(app.doc.as_ref().map(|d| d.prompt.row), Some(8), "one match: wraps to itself");
+    assert_eq!(
+        app.doc.as_ref().map(|d| d.prompt.row),
+        Some(8),
+        "one match: wraps to itself"
+    );
     key(&mut app, KeyChord::ctrl('f'));
     for c in "zzz".chars() {
         key(&mut app, ch(c));
@@ -662,11 +743,31 @@ fn editor_undo_redo_search_wrap_and_paste() {
 
     let fx = app.handle(Msg::Paste("one\ntwo".to_owned()));
     assert!(matches!(&fx[..], [Effect::SchedulePreview { .. }]));
-    assert!(app.doc.as_ref().is_some_and(|d| d.prompt.text().contains("one\ntwo")));
+    assert!(
+        app.doc
+            .as_ref()
+            .is_some_and(|d| d.prompt.text().contains("one\ntwo"))
+    );
     key(&mut app, KeyChord::ctrl('z'));
-    assert_eq!(app.doc.as_ref().map(|d| d.prompt.text()), Some(PROMPT.to_owned()), "a paste undoes in one step");
+    assert_eq!(
+        app.doc.as_ref().map(|d| d.prompt.text()),
+        Some(PROMPT.to_owned()),
+        "a paste undoes in one step"
+    );
 
-    for k2 in [Key::Right, Key::Left, Key::Down, Key::Up, Key::End, Key::Home, Key::PageDown, Key::PageUp, Key::Delete, Key::Backspace, Key::Enter] {
+    for k2 in [
+        Key::Right,
+        Key::Left,
+        Key::Down,
+        Key::Up,
+        Key::End,
+        Key::Home,
+        Key::PageDown,
+        Key::PageUp,
+        Key::Delete,
+        Key::Backspace,
+        Key::Enter,
+    ] {
         key(&mut app, k(k2));
     }
 }
@@ -687,7 +788,10 @@ fn tree_navigation_filter_and_open() {
     key(&mut app, k(Key::Backspace));
     assert_eq!(app.filter, "reac");
     let fx = key(&mut app, k(Key::Enter));
-    assert_eq!(fx, vec![Effect::LoadDocument("react/tools.prompty".to_owned())]);
+    assert_eq!(
+        fx,
+        vec![Effect::LoadDocument("react/tools.prompty".to_owned())]
+    );
     app.handle(Msg::Paste("zz".to_owned()));
     assert_eq!(app.filter, "reaczz");
     assert!(app.visible_prompts().is_empty());
@@ -705,7 +809,9 @@ fn opening_another_prompt_with_unsaved_changes_asks_by_pressing_again() {
     assert!(matches!(&app.status, Some((Level::Error, m)) if m.contains("unsaved")));
     assert_eq!(
         key(&mut app, k(Key::Enter)),
-        vec![Effect::LoadDocument("cot/self-consistency.prompty".to_owned())]
+        vec![Effect::LoadDocument(
+            "cot/self-consistency.prompty".to_owned()
+        )]
     );
     // Enter on the open prompt focuses the editor.
     let mut app = app_at(120, 40);
@@ -719,7 +825,10 @@ fn cases_select_add_duplicate_and_edit() {
     act(&mut app, Action::FocusCases);
     let fx = key(&mut app, ch('j'));
     assert_eq!(app.case_selected, Some(1));
-    assert!(matches!(&fx[..], [Effect::RenderPreview { case: Some(2), .. }]));
+    assert!(matches!(
+        &fx[..],
+        [Effect::RenderPreview { case: Some(2), .. }]
+    ));
     key(&mut app, ch('k'));
     key(&mut app, ch('k'));
     assert_eq!(app.case_selected, None, "row 0 is the sample");
@@ -735,7 +844,10 @@ fn cases_select_add_duplicate_and_edit() {
     act(&mut app, Action::FocusCases);
     key(&mut app, ch('a'));
     let tests = app.doc.as_ref().map(|d| d.tests.text()).unwrap_or_default();
-    assert!(tests.ends_with("- description: case 3\n  vars:\n    question: \"\"\n"), "{tests}");
+    assert!(
+        tests.ends_with("- description: case 3\n  vars:\n    question: \"\"\n"),
+        "{tests}"
+    );
     let doc = app.doc.clone().expect("doc");
     assert_eq!(doc.tests.lines()[doc.tests.row], "    question: \"\"");
 
@@ -743,7 +855,10 @@ fn cases_select_add_duplicate_and_edit() {
     app.case_selected = Some(1);
     key(&mut app, ch('e'));
     let doc = app.doc.clone().expect("doc");
-    assert_eq!(doc.tests.row, 8, "the cursor is on the pears case's first variable");
+    assert_eq!(
+        doc.tests.row, 8,
+        "the cursor is on the pears case's first variable"
+    );
     act(&mut app, Action::FocusCases);
     app.case_selected = None;
     key(&mut app, k(Key::Enter));
@@ -795,7 +910,13 @@ fn mouse_focuses_selects_scrolls_and_switches_tabs() {
     assert_eq!(app.tree_selected, 1);
     assert!(fx.is_empty());
     let fx = app.handle(click(panes.tree.x + 3, panes.tree.y + 2));
-    assert_eq!(fx, vec![Effect::LoadDocument("cot/self-consistency.prompty".to_owned())], "a second click opens");
+    assert_eq!(
+        fx,
+        vec![Effect::LoadDocument(
+            "cot/self-consistency.prompty".to_owned()
+        )],
+        "a second click opens"
+    );
     app.handle(Msg::Mouse(Mouse {
         kind: MouseKind::ScrollDown,
         col: panes.preview.x + 2,
@@ -829,7 +950,16 @@ fn failures_reach_the_status_line() {
 fn no_size_and_no_input_panics() {
     let theme = theme::load("dark", None).expect("theme");
     let mut app = app_with_outputs();
-    for (w, h) in [(0, 0), (1, 1), (10, 3), (20, 6), (59, 19), (60, 20), (80, 24), (200, 60)] {
+    for (w, h) in [
+        (0, 0),
+        (1, 1),
+        (10, 3),
+        (20, 6),
+        (59, 19),
+        (60, 20),
+        (80, 24),
+        (200, 60),
+    ] {
         app.handle(Msg::Resize(w, h));
         for view in [View::Main, View::Compare, View::History] {
             app.view = view;
@@ -841,9 +971,24 @@ fn no_size_and_no_input_panics() {
     }
     // Every key in every context, on an app with and without a document.
     let keys = [
-        Key::Char('x'), Key::Char(' '), Key::Enter, Key::Esc, Key::Tab, Key::BackTab, Key::Backspace,
-        Key::Delete, Key::Up, Key::Down, Key::Left, Key::Right, Key::Home, Key::End, Key::PageUp,
-        Key::PageDown, Key::F(1), Key::F(12),
+        Key::Char('x'),
+        Key::Char(' '),
+        Key::Enter,
+        Key::Esc,
+        Key::Tab,
+        Key::BackTab,
+        Key::Backspace,
+        Key::Delete,
+        Key::Up,
+        Key::Down,
+        Key::Left,
+        Key::Right,
+        Key::Home,
+        Key::End,
+        Key::PageUp,
+        Key::PageDown,
+        Key::F(1),
+        Key::F(12),
     ];
     let (mut empty, _) = App::new(Setup {
         prompts: Vec::new(),
@@ -885,7 +1030,10 @@ macro_rules! snapshots {
         #[test]
         fn $name() {
             let app = $app;
-            insta::assert_snapshot!(concat!(stringify!($name), "_120x40"), snapshot(&app, 120, 40));
+            insta::assert_snapshot!(
+                concat!(stringify!($name), "_120x40"),
+                snapshot(&app, 120, 40)
+            );
             insta::assert_snapshot!(concat!(stringify!($name), "_80x24"), snapshot(&app, 80, 24));
         }
     };
@@ -991,5 +1139,53 @@ fn no_color_draws_without_colours() {
     for cell in terminal.backend().buffer().content() {
         assert_eq!(cell.fg, ratatui::style::Color::Reset);
         assert_eq!(cell.bg, ratatui::style::Color::Reset);
+    }
+}
+
+#[test]
+fn keys_in_promptdeck_toml_rebind_and_bad_names_are_refused() {
+    let dir = tempfile::tempdir().expect("temp");
+    let parse = |text: &str| {
+        crate::project::Config::parse(text, std::path::Path::new("promptdeck.toml"))
+            .expect("config")
+    };
+    let project = crate::project::Project {
+        root: dir.path().to_path_buf(),
+        config: parse("[keys.global]\n\"ctrl-x\" = \"run\"\n\"ctrl-r\" = \"none\"\n"),
+    };
+    let keymap = super::terminal::load_keymap(&project).expect("keymap");
+    let context = super::keymap::Context::Editor;
+    assert_eq!(
+        keymap.lookup(context, &KeyChord::ctrl('x')),
+        Some(Action::Run)
+    );
+    assert_eq!(keymap.lookup(context, &KeyChord::ctrl('r')), None);
+    let bad = crate::project::Project {
+        root: dir.path().to_path_buf(),
+        config: parse("[keys.global]\n\"ctrl-x\" = \"rnu\"\n"),
+    };
+    let err = super::terminal::load_keymap(&bad).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("unknown action `rnu`"), "{err}");
+}
+
+#[test]
+fn readme_key_table_is_the_default_keymap() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("README.md");
+    let (start, end) = ("<!-- keys:start -->\n", "<!-- keys:end -->");
+    let table = Keymap::default_keymap().markdown_table();
+    let (Some(a), Some(b)) = (readme.find(start), readme.find(end)) else {
+        panic!("README.md lacks the {start:?} ... {end:?} markers");
+    };
+    let current = &readme[a + start.len()..b];
+    if current != table {
+        if std::env::var_os("PROMPTDECK_BLESS").is_some() {
+            let updated = format!("{}{table}{}", &readme[..a + start.len()], &readme[b..]);
+            std::fs::write(&path, updated).expect("write README.md");
+        } else {
+            panic!(
+                "README.md's key table differs from src/tui/keymap.toml; run `PROMPTDECK_BLESS=1 cargo test --lib readme_key_table` and review the diff"
+            );
+        }
     }
 }

@@ -16,8 +16,14 @@ use serde::Deserialize;
 pub const SHIPPED: &[(&str, &str)] = &[
     ("dark", include_str!("../../themes/dark.toml")),
     ("light", include_str!("../../themes/light.toml")),
-    ("high-contrast", include_str!("../../themes/high-contrast.toml")),
-    ("catppuccin-mocha", include_str!("../../themes/catppuccin-mocha.toml")),
+    (
+        "high-contrast",
+        include_str!("../../themes/high-contrast.toml"),
+    ),
+    (
+        "catppuccin-mocha",
+        include_str!("../../themes/catppuccin-mocha.toml"),
+    ),
     ("tokyonight", include_str!("../../themes/tokyonight.toml")),
 ];
 
@@ -134,17 +140,31 @@ impl Theme {
                 .styles
                 .iter()
                 .map(|(slot, style)| {
-                    let mut plain = Style::default();
-                    plain.add_modifier = style.add_modifier;
+                    let plain = Style {
+                        add_modifier: style.add_modifier,
+                        ..Style::default()
+                    };
                     (*slot, plain)
                 })
                 .chain(
                     // Without colour, selection and the cursor must still be visible.
                     [
-                        (Slot::Selection, Style::default().add_modifier(Modifier::REVERSED)),
-                        (Slot::Cursor, Style::default().add_modifier(Modifier::REVERSED)),
-                        (Slot::TabActive, Style::default().add_modifier(Modifier::REVERSED)),
-                        (Slot::SearchMatch, Style::default().add_modifier(Modifier::UNDERLINED)),
+                        (
+                            Slot::Selection,
+                            Style::default().add_modifier(Modifier::REVERSED),
+                        ),
+                        (
+                            Slot::Cursor,
+                            Style::default().add_modifier(Modifier::REVERSED),
+                        ),
+                        (
+                            Slot::TabActive,
+                            Style::default().add_modifier(Modifier::REVERSED),
+                        ),
+                        (
+                            Slot::SearchMatch,
+                            Style::default().add_modifier(Modifier::UNDERLINED),
+                        ),
                     ],
                 )
                 .collect(),
@@ -202,7 +222,11 @@ pub fn load(name: &str, project_themes: Option<&Path>) -> Result<Theme, ThemeErr
     let mut chain = Vec::new();
     let mut next = Some(name.to_owned());
     while let Some(current) = next {
-        if chain.len() >= 8 || chain.iter().any(|(n, _): &(String, RawTheme)| *n == current) {
+        if chain.len() >= 8
+            || chain
+                .iter()
+                .any(|(n, _): &(String, RawTheme)| *n == current)
+        {
             return Err(ThemeError::Invalid {
                 theme: name.to_owned(),
                 message: "`inherits` forms a cycle or is deeper than 8".to_owned(),
@@ -235,7 +259,11 @@ pub fn load(name: &str, project_themes: Option<&Path>) -> Result<Theme, ThemeErr
                 theme: name.to_owned(),
                 message: format!(
                     "unknown slot `{slot_name}` (slots: {})",
-                    Slot::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+                    Slot::ALL
+                        .iter()
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             })?;
         let style = resolve_style(raw, &palette).map_err(|message| ThemeError::Invalid {
@@ -280,7 +308,11 @@ fn colour(text: &str, palette: &BTreeMap<String, String>) -> Result<Color, Strin
         }
         return Err(format!("`{resolved}` is not a #rrggbb colour"));
     }
-    let named = match resolved.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+    let named = match resolved
+        .to_ascii_lowercase()
+        .replace(['-', '_'], "")
+        .as_str()
+    {
         "reset" | "default" => Color::Reset,
         "black" => Color::Black,
         "red" => Color::Red,
@@ -328,7 +360,11 @@ mod tests {
     fn every_shipped_theme_parses_and_defines_every_slot() {
         for (name, _) in SHIPPED {
             let theme = load(name, None).unwrap_or_else(|e| panic!("{e}"));
-            assert!(theme.missing().is_empty(), "{name} lacks {:?}", theme.missing());
+            assert!(
+                theme.missing().is_empty(),
+                "{name} lacks {:?}",
+                theme.missing()
+            );
         }
     }
 
@@ -338,7 +374,11 @@ mod tests {
         let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
             .expect("themes/")
             .flatten()
-            .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .filter_map(|e| {
+                e.path()
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
             .collect();
         on_disk.sort();
         let mut shipped: Vec<String> = SHIPPED.iter().map(|(n, _)| (*n).to_owned()).collect();
@@ -359,11 +399,19 @@ mod tests {
         let mine = load("mine", Some(dir.path())).expect("mine");
         assert_eq!(
             mine.style(Slot::Error),
-            Style::default().fg(Color::Rgb(255, 0, 0)).add_modifier(Modifier::BOLD)
+            Style::default()
+                .fg(Color::Rgb(255, 0, 0))
+                .add_modifier(Modifier::BOLD)
         );
         assert!(mine.missing().is_empty());
-        assert!(matches!(load("bad", Some(dir.path())), Err(ThemeError::Invalid { .. })));
-        assert!(matches!(load("loop", Some(dir.path())), Err(ThemeError::Invalid { .. })));
+        assert!(matches!(
+            load("bad", Some(dir.path())),
+            Err(ThemeError::Invalid { .. })
+        ));
+        assert!(matches!(
+            load("loop", Some(dir.path())),
+            Err(ThemeError::Invalid { .. })
+        ));
         assert!(matches!(load("nope", None), Err(ThemeError::Unknown(..))));
         assert!(available(Some(dir.path())).contains(&"mine".to_owned()));
     }
@@ -375,6 +423,11 @@ mod tests {
             let s = theme.style(*slot);
             assert_eq!((s.fg, s.bg), (None, None), "{slot:?}");
         }
-        assert!(theme.style(Slot::Selection).add_modifier.contains(Modifier::REVERSED));
+        assert!(
+            theme
+                .style(Slot::Selection)
+                .add_modifier
+                .contains(Modifier::REVERSED)
+        );
     }
 }

@@ -10,7 +10,7 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Sparkline, Wrap};
 
 use super::app::{
-    App, Buffer, CellStatus, CompareRow, Level, Overlay, InputPurpose, Pane, View, gutter_width,
+    App, Buffer, CellStatus, CompareRow, InputPurpose, Level, Overlay, Pane, View, gutter_width,
     list_scroll,
 };
 use super::highlight::{self, Class};
@@ -68,7 +68,10 @@ fn block<'a>(title: impl Into<Line<'a>>, focused: bool, theme: &Theme) -> Block<
 
 fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     let mut spans = vec![Span::styled(" promptdeck ", theme.style(Slot::Header))];
-    spans.push(Span::styled(format!(" {} ", app.project_name), theme.style(Slot::Header)));
+    spans.push(Span::styled(
+        format!(" {} ", app.project_name),
+        theme.style(Slot::Header),
+    ));
     if let Some(doc) = &app.doc {
         let file = match doc.active {
             Buffer::Prompt => format!("prompts/{}", doc.file_name),
@@ -95,7 +98,10 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     } else {
         spans.push(Span::styled(" ".repeat(room), theme.style(Slot::Header)));
     }
-    frame.render_widget(Block::default().style(theme.style(Slot::Header)), rect(area));
+    frame.render_widget(
+        Block::default().style(theme.style(Slot::Header)),
+        rect(area),
+    );
     // The title gets the room left of the tabs, so a long path never runs under them.
     frame.render_widget(
         Paragraph::new(Line::from(spans)).style(theme.style(Slot::Header)),
@@ -136,10 +142,16 @@ fn draw_tree(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
             let name = p.name();
             let (dir, base) = name.rsplit_once('/').map_or(("", name), |(d, b)| (d, b));
             let counts = match p.counts {
-                Some((pass, total)) => format!("{pass}/{total}{}", if pass < total { " x" } else { "" }),
+                Some((pass, total)) => {
+                    format!("{pass}/{total}{}", if pass < total { " x" } else { "" })
+                }
                 None => String::new(),
             };
-            let marker = if Some(p.file_name.as_str()) == open { ">" } else { " " };
+            let marker = if Some(p.file_name.as_str()) == open {
+                ">"
+            } else {
+                " "
+            };
             let left = if dir.is_empty() {
                 format!("{marker}{base}")
             } else {
@@ -380,21 +392,25 @@ fn draw_editor(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
             if out.len() >= height {
                 break;
             }
-            let mark = if problem_line == Some(row + 1) { "!" } else { " " };
+            let mark = if problem_line == Some(row + 1) {
+                "!"
+            } else {
+                " "
+            };
             let number = if k == 0 {
                 format!("{:>w$}{mark}", row + 1, w = gutter - 2)
             } else {
                 " ".repeat(gutter - 1)
             };
-            let mut spans = vec![
-                Span::styled(number, number_style),
-                Span::raw(" "),
-            ];
+            let mut spans = vec![Span::styled(number, number_style), Span::raw(" ")];
             let mut run = String::new();
             let mut run_style = None;
             for (c, style) in chunk.iter() {
                 if run_style != Some(*style) && !run.is_empty() {
-                    spans.push(Span::styled(std::mem::take(&mut run), run_style.unwrap_or_default()));
+                    spans.push(Span::styled(
+                        std::mem::take(&mut run),
+                        run_style.unwrap_or_default(),
+                    ));
                 }
                 run_style = Some(*style);
                 run.push(*c);
@@ -424,7 +440,10 @@ fn draw_preview(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     let result = &app.preview.result;
     let mut lines: Vec<Line> = Vec::new();
     if let Some(problem) = &result.problem {
-        let at = problem.line.map(|l| format!("line {l}: ")).unwrap_or_default();
+        let at = problem
+            .line
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default();
         let file = match problem.buffer {
             Buffer::Prompt => "",
             Buffer::Tests => "tests file ",
@@ -436,7 +455,10 @@ fn draw_preview(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
         lines.push(Line::raw(""));
     }
     for warning in &result.warnings {
-        lines.push(Line::styled(format!("warning: {warning}"), theme.style(Slot::Warning)));
+        lines.push(Line::styled(
+            format!("warning: {warning}"),
+            theme.style(Slot::Warning),
+        ));
     }
     for (role, content) in &result.messages {
         lines.push(Line::styled(role.clone(), theme.style(Slot::RoleMarker)));
@@ -489,10 +511,7 @@ fn draw_outputs(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
         .map(|r| format!(" {}/{} done", r.done_count(), r.cells.len()))
         .unwrap_or_default();
     let b = block(
-        format!(
-            " Outputs{progress} · {} sample(s) ",
-            app.samples
-        ),
+        format!(" Outputs{progress} · {} sample(s) ", app.samples),
         focused,
         theme,
     );
@@ -521,7 +540,11 @@ fn draw_outputs(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     let scroll = app.run.as_ref().map_or(0, |r| r.scroll);
     for (i, cell) in cells.iter().take(n).enumerate() {
         let x = inner.x + col_w * i as u16;
-        let w = if i + 1 == n { inner.w - col_w * i as u16 } else { col_w.saturating_sub(1) };
+        let w = if i + 1 == n {
+            inner.w - col_w * i as u16
+        } else {
+            col_w.saturating_sub(1)
+        };
         let col = Area::new(x, inner.y, w, inner.h);
         let (status, status_slot) = match &cell.status {
             CellStatus::Waiting => ("waiting".to_owned(), Slot::TextDim),
@@ -539,20 +562,12 @@ fn draw_outputs(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
             foot.push(Line::styled(e.clone(), theme.style(Slot::Error)));
         }
         if let Some(done) = &cell.done {
-            for a in &done.assertions {
-                let (mark, slot) = if a.pass { ("✓", Slot::Pass) } else { ("✗", Slot::Fail) };
-                foot.push(Line::from(vec![
-                    Span::styled(format!("{mark} {} ", a.assertion), theme.style(slot)),
-                    Span::styled(a.reason.clone(), theme.style(Slot::TextDim)),
-                ]));
-            }
-            if done.deferred > 0 {
-                foot.push(Line::styled(
-                    format!("{} assertion(s) left to promptdeck test", done.deferred),
-                    theme.style(Slot::TextDim),
-                ));
-            }
-            let cost = done.cost.map(|c| format!(" · ${c:.4}")).unwrap_or_default();
+            // Numbers first, then one row per assertion: the footer must fit short panes.
+            let cost = done
+                .cost
+                .filter(|c| *c > 0.0)
+                .map(|c| format!(" · ${c:.4}"))
+                .unwrap_or_default();
             let cached = if done.cached { " · cached" } else { "" };
             foot.push(Line::styled(
                 format!(
@@ -563,28 +578,86 @@ fn draw_outputs(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
                 ),
                 theme.style(Slot::TextDim),
             ));
+            for a in &done.assertions {
+                let (mark, slot) = if a.pass {
+                    ("✓", Slot::Pass)
+                } else {
+                    ("✗", Slot::Fail)
+                };
+                let head = format!("{mark} {} ", a.assertion);
+                let room = usize::from(col.w).saturating_sub(head.chars().count());
+                foot.push(Line::from(vec![
+                    Span::styled(head, theme.style(slot)),
+                    Span::styled(truncate(&a.reason, room), theme.style(Slot::TextDim)),
+                ]));
+            }
+            if done.deferred > 0 {
+                foot.push(Line::styled(
+                    format!("{} assertion(s) left to promptdeck test", done.deferred),
+                    theme.style(Slot::TextDim),
+                ));
+            }
         }
-        let foot_h = (foot.len() as u16).min(col.h.saturating_sub(2) / 2 + 1).min(col.h.saturating_sub(1));
+        let foot_h = (foot.len() as u16)
+            .min(col.h.saturating_sub(2) / 2 + 1)
+            .min(col.h.saturating_sub(1));
         let head = Line::from(vec![
-            Span::styled(format!("[{}] ", cell.title(samples)), theme.style(Slot::TitleFocused)),
+            Span::styled(
+                format!("[{}] ", cell.title(samples)),
+                theme.style(Slot::TitleFocused),
+            ),
             Span::styled(status, theme.style(status_slot)),
         ]);
-        frame.render_widget(Paragraph::new(head), rect(Area::new(col.x, col.y, col.w, 1.min(col.h))));
+        frame.render_widget(
+            Paragraph::new(head),
+            rect(Area::new(col.x, col.y, col.w, 1.min(col.h))),
+        );
         let text_h = col.h.saturating_sub(1 + foot_h);
+        // Until the user scrolls, follow the tail of a long answer as it streams.
+        let offset = if scroll == 0 {
+            wrapped_height(&cell.text, usize::from(col.w)).saturating_sub(usize::from(text_h))
+        } else {
+            scroll
+        };
         frame.render_widget(
             Paragraph::new(cell.text.as_str())
                 .style(theme.style(Slot::Text))
                 .wrap(Wrap { trim: false })
-                .scroll((u16::try_from(scroll).unwrap_or(u16::MAX), 0)),
+                .scroll((u16::try_from(offset).unwrap_or(u16::MAX), 0)),
             rect(Area::new(col.x, col.y + 1.min(col.h), col.w, text_h)),
         );
         if foot_h > 0 {
             frame.render_widget(
-                Paragraph::new(foot).wrap(Wrap { trim: true }),
+                Paragraph::new(foot),
                 rect(Area::new(col.x, col.y + col.h - foot_h, col.w, foot_h)),
             );
         }
     }
+}
+
+/// Rows a text takes when word-wrapped at `width`, greedily as ratatui's `Wrap` does (words
+/// longer than a row are broken).
+fn wrapped_height(text: &str, width: usize) -> usize {
+    let width = width.max(1);
+    text.split('\n')
+        .map(|line| {
+            let (mut rows, mut used) = (1, 0);
+            for word in line.split(' ') {
+                let w = word.chars().count();
+                let need = if used == 0 { w } else { used + 1 + w };
+                if need <= width {
+                    used = need;
+                } else if w <= width {
+                    rows += 1;
+                    used = w;
+                } else {
+                    rows += usize::from(used > 0) + (w - 1) / width;
+                    used = (w - 1) % width + 1;
+                }
+            }
+            rows
+        })
+        .sum()
 }
 
 fn numbered_spans(side: Option<&NumberedLine>, theme: &Theme, width: usize) -> Vec<Span<'static>> {
@@ -625,9 +698,11 @@ fn numbered_spans(side: Option<&NumberedLine>, theme: &Theme, width: usize) -> V
 fn draw_compare(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     let Some(c) = &app.compare else {
         frame.render_widget(
-            Paragraph::new("Nothing to compare: run on two backends or samples, or pick versions in history.")
-                .style(theme.style(Slot::TextDim))
-                .block(block(" Compare ", true, theme)),
+            Paragraph::new(
+                "Nothing to compare: run on two backends or samples, or pick versions in history.",
+            )
+            .style(theme.style(Slot::TextDim))
+            .block(block(" Compare ", true, theme)),
             rect(area),
         );
         return;
@@ -653,9 +728,12 @@ fn draw_compare(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
                 break;
             }
             match row {
-                CompareRow::File(name) => lines.push(Line::styled(name.clone(), theme.style(Slot::DiffHeader))),
+                CompareRow::File(name) => {
+                    lines.push(Line::styled(name.clone(), theme.style(Slot::DiffHeader)))
+                }
                 CompareRow::Line(r) => {
-                    let same = r.left.as_ref().map(|l| &l.spans) == r.right.as_ref().map(|l| &l.spans);
+                    let same =
+                        r.left.as_ref().map(|l| &l.spans) == r.right.as_ref().map(|l| &l.spans);
                     if same {
                         lines.push(Line::from(numbered_spans(r.left.as_ref(), theme, width)));
                     } else {
@@ -672,17 +750,29 @@ fn draw_compare(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     } else {
         let half = width.saturating_sub(1) / 2;
         lines.push(Line::from(vec![
-            Span::styled(truncate(&format!("{:<half$}", c.left_title), half), theme.style(Slot::DiffHeader)),
+            Span::styled(
+                truncate(&format!("{:<half$}", c.left_title), half),
+                theme.style(Slot::DiffHeader),
+            ),
             Span::styled("│", theme.style(Slot::Border)),
-            Span::styled(truncate(&c.right_title, half), theme.style(Slot::DiffHeader)),
+            Span::styled(
+                truncate(&c.right_title, half),
+                theme.style(Slot::DiffHeader),
+            ),
         ]));
         for row in c.rows.iter().skip(c.scroll).take(height.saturating_sub(1)) {
             match row {
-                CompareRow::File(name) => lines.push(Line::styled(name.clone(), theme.style(Slot::DiffHeader))),
+                CompareRow::File(name) => {
+                    lines.push(Line::styled(name.clone(), theme.style(Slot::DiffHeader)))
+                }
                 CompareRow::Line(r) => {
                     let mut spans = numbered_spans(r.left.as_ref(), theme, half);
                     spans.push(Span::styled("│", theme.style(Slot::Border)));
-                    spans.extend(numbered_spans(r.right.as_ref(), theme, width.saturating_sub(half + 1)));
+                    spans.extend(numbered_spans(
+                        r.right.as_ref(),
+                        theme,
+                        width.saturating_sub(half + 1),
+                    ));
                     lines.push(Line::from(spans));
                 }
             }
@@ -721,7 +811,10 @@ fn draw_history(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     let height = usize::from(table.h.saturating_sub(1));
     let scroll = list_scroll(h.selected, height);
     let mut lines = vec![Line::styled(
-        format!("  {:<9} {:<16} {:>6}  {:<16} message", "version", "date", "pass", "labels"),
+        format!(
+            "  {:<9} {:<16} {:>6}  {:<16} message",
+            "version", "date", "pass", "labels"
+        ),
         theme.style(Slot::TextDim),
     )];
     for (i, row) in h.rows.iter().enumerate().skip(scroll).take(height) {
@@ -765,7 +858,15 @@ fn draw_history(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
         let chart_area = Area::new(inner.x, inner.y + inner.h - chart_h, inner.w, chart_h);
         frame.render_widget(
             Sparkline::default()
-                .block(Block::default().borders(Borders::TOP).border_style(theme.style(Slot::Border)).title(Line::styled(" pass rate by version, oldest → newest ", theme.style(Slot::Title))))
+                .block(
+                    Block::default()
+                        .borders(Borders::TOP)
+                        .border_style(theme.style(Slot::Border))
+                        .title(Line::styled(
+                            " pass rate by version, oldest → newest ",
+                            theme.style(Slot::Title),
+                        )),
+                )
                 .data(shown)
                 .max(100)
                 .style(theme.style(Slot::Chart)),
@@ -809,7 +910,10 @@ fn draw_status(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     if hint_len + right.chars().count() + 2 > width {
         // Narrow: the message wins over the hints.
         spans.clear();
-        spans.push(Span::styled(truncate(&format!(" {right}"), width), theme.style(slot)));
+        spans.push(Span::styled(
+            truncate(&format!(" {right}"), width),
+            theme.style(slot),
+        ));
     } else {
         let pad = width - hint_len - right.chars().count();
         spans.push(Span::styled(" ".repeat(pad), theme.style(Slot::Status)));
@@ -855,7 +959,10 @@ fn draw_overlay(frame: &mut Frame, app: &App, theme: &Theme, overlay: &Overlay, 
                 }
                 let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
                 lines.push(Line::from(vec![
-                    Span::styled(format!("  {:<18}", keys.join(" ")), theme.style(Slot::KeyHint)),
+                    Span::styled(
+                        format!("  {:<18}", keys.join(" ")),
+                        theme.style(Slot::KeyHint),
+                    ),
                     Span::styled(action.help(), theme.style(Slot::Text)),
                 ]));
             }
@@ -884,10 +991,17 @@ fn draw_overlay(frame: &mut Frame, app: &App, theme: &Theme, overlay: &Overlay, 
                     Span::styled(format!("{key:<8}"), theme.style(Slot::KeyHint)),
                     Span::styled(action.help(), theme.style(Slot::TextDim)),
                 ]);
-                lines.push(if i == *selected { line.style(theme.style(Slot::Selection)) } else { line });
+                lines.push(if i == *selected {
+                    line.style(theme.style(Slot::Selection))
+                } else {
+                    line
+                });
             }
             frame.render_widget(Clear, area);
-            frame.render_widget(Paragraph::new(lines).block(panel(" Commands ".to_owned())), area);
+            frame.render_widget(
+                Paragraph::new(lines).block(panel(" Commands ".to_owned())),
+                area,
+            );
         }
         Overlay::ConfirmQuit => {
             let area = centered(size, 52, 5);
@@ -895,7 +1009,10 @@ fn draw_overlay(frame: &mut Frame, app: &App, theme: &Theme, overlay: &Overlay, 
             frame.render_widget(
                 Paragraph::new(vec![
                     Line::styled("There are unsaved changes.", theme.style(Slot::Warning)),
-                    Line::styled("y quit without saving · s save · other keys stay", theme.style(Slot::Text)),
+                    Line::styled(
+                        "y quit without saving · s save · other keys stay",
+                        theme.style(Slot::Text),
+                    ),
                 ])
                 .block(panel(" Quit? ".to_owned())),
                 area,
@@ -911,12 +1028,22 @@ fn draw_overlay(frame: &mut Frame, app: &App, theme: &Theme, overlay: &Overlay, 
                 .map(|(i, b)| {
                     let mark = if chosen.contains(b) { "[x]" } else { "[ ]" };
                     let line = Line::styled(format!("{mark} {b}"), theme.style(Slot::Text));
-                    if i == *selected { line.style(theme.style(Slot::Selection)) } else { line }
+                    if i == *selected {
+                        line.style(theme.style(Slot::Selection))
+                    } else {
+                        line
+                    }
                 })
                 .collect();
-            lines.push(Line::styled("Space toggles · Enter done", theme.style(Slot::TextDim)));
+            lines.push(Line::styled(
+                "Space toggles · Enter done",
+                theme.style(Slot::TextDim),
+            ));
             frame.render_widget(Clear, area);
-            frame.render_widget(Paragraph::new(lines).block(panel(" Backends ".to_owned())), area);
+            frame.render_widget(
+                Paragraph::new(lines).block(panel(" Backends ".to_owned())),
+                area,
+            );
         }
         Overlay::Input { purpose, text } => {
             let title = match purpose {

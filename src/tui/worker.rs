@@ -23,8 +23,10 @@ use super::app::{
 };
 use crate::backend::{Backend, BackendError, ChatRequest, Chunk};
 use crate::library::{self, PromptUnit, RenderedCase};
-use crate::project::{Project, PROMPTS_DIR};
-use crate::store::{self, CaseResult, RunMeta, RunStatus, SledStore, Store, StoreError, TokenUsage};
+use crate::project::{PROMPTS_DIR, Project};
+use crate::store::{
+    self, CaseResult, RunMeta, RunStatus, SledStore, Store, StoreError, TokenUsage,
+};
 use crate::suite::{self, TestCase, TestSuite, TestsFileLocation};
 
 /// How long the store stays open after its last use.
@@ -316,7 +318,9 @@ pub fn tests_file_name(file_name: &str) -> String {
 }
 
 /// (prompt, (passed, judged)) of each prompt's latest run with verdicts.
-fn pass_counts(store: &SledStore) -> Result<Vec<(String, (u32, u32))>, StoreError> {
+type PassCounts = Vec<(String, (u32, u32))>;
+
+fn pass_counts(store: &SledStore) -> Result<PassCounts, StoreError> {
     let mut out = Vec::new();
     for prompt in store.prompts()? {
         if let Some(run) = store.list_runs(Some(&prompt))?.first() {
@@ -543,7 +547,11 @@ fn preview(
     match library::render_case(project, &unit, find_case(&unit, case), &Map::new()) {
         Ok(rendered) => {
             result.backend = rendered.backend.clone();
-            result.warnings = rendered.warnings.iter().map(|w| w.message.clone()).collect();
+            result.warnings = rendered
+                .warnings
+                .iter()
+                .map(|w| w.message.clone())
+                .collect();
             result.messages = rendered
                 .messages
                 .iter()
@@ -560,7 +568,8 @@ fn preview(
                     Buffer::Prompt
                 };
                 // Errors inside partials point at another file: show them without a line here.
-                let here = d.path == project.prompts_dir().join(file_name) || buffer == Buffer::Tests;
+                let here =
+                    d.path == project.prompts_dir().join(file_name) || buffer == Buffer::Tests;
                 result.problem = Some(Problem {
                     buffer,
                     line: here.then_some(d.position.line),
@@ -584,7 +593,11 @@ fn count_tokens(
     backend: &str,
     rendered: &RenderedCase,
 ) -> TokenInfo {
-    let chars: usize = rendered.messages.iter().map(|m| m.content.chars().count()).sum();
+    let chars: usize = rendered
+        .messages
+        .iter()
+        .map(|m| m.content.chars().count())
+        .sum();
     let approximate = TokenInfo {
         count: estimate_tokens(chars),
         approximate: true,
@@ -601,7 +614,9 @@ fn count_tokens(
         return approximate;
     };
     let inspector = {
-        let mut guard = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match guard.as_ref() {
             Some((p, i)) if *p == path => Arc::clone(i),
             _ => match crate::local::inspect::Inspector::open(&path) {
@@ -701,7 +716,12 @@ pub async fn stream_case(
 
 /// Assertions checked against one output, as `promptdeck run` does: those needing a judge
 /// model or several samples are left to `promptdeck test`.
-fn check(case: &TestCase, output: &str, latency_ms: u64, cost: Option<f64>) -> (Vec<AssertionLine>, Vec<Value>, Option<bool>, usize) {
+fn check(
+    case: &TestCase,
+    output: &str,
+    latency_ms: u64,
+    cost: Option<f64>,
+) -> (Vec<AssertionLine>, Vec<Value>, Option<bool>, usize) {
     use crate::suite::AssertionKind::{LlmRubric, ModelGradedClosedqa, VotesAgree};
     use crate::suite::evaluate::{Observation, evaluate, judge_case};
     let observation = Observation {
@@ -714,7 +734,10 @@ fn check(case: &TestCase, output: &str, latency_ms: u64, cost: Option<f64>) -> (
         .assertions
         .iter()
         .partition(|a| matches!(a.kind, LlmRubric | ModelGradedClosedqa | VotesAgree));
-    let results: Vec<_> = checkable.iter().map(|a| evaluate(a, &observation, None)).collect();
+    let results: Vec<_> = checkable
+        .iter()
+        .map(|a| evaluate(a, &observation, None))
+        .collect();
     let lines = results
         .iter()
         .map(|r| AssertionLine {
@@ -748,7 +771,13 @@ impl RunJob {
         self.send(Msg::RunFinished { run: self.run });
     }
 
-    async fn run(self, file_name: String, prompt: String, tests: Option<String>, cells: Vec<CellSpec>) {
+    async fn run(
+        self,
+        file_name: String,
+        prompt: String,
+        tests: Option<String>,
+        cells: Vec<CellSpec>,
+    ) {
         // Render every case first, with the same path as the preview and `promptdeck run`.
         let project = Arc::clone(&self.project);
         let (fname, ptext, ttext) = (file_name.clone(), prompt.clone(), tests.clone());
@@ -766,10 +795,16 @@ impl RunJob {
         let unit = Arc::new(unit);
         let mut rendered: BTreeMap<Option<usize>, Result<RenderedCase, String>> = BTreeMap::new();
         for spec in &cells {
-            if !rendered.contains_key(&spec.case) {
-                let r = library::render_case(&self.project, &unit, find_case(&unit, spec.case), &Map::new())
-                    .map_err(|d| d.to_string());
-                rendered.insert(spec.case, r);
+            if let std::collections::btree_map::Entry::Vacant(slot) = rendered.entry(spec.case) {
+                slot.insert(
+                    library::render_case(
+                        &self.project,
+                        &unit,
+                        find_case(&unit, spec.case),
+                        &Map::new(),
+                    )
+                    .map_err(|d| d.to_string()),
+                );
             }
         }
 
@@ -790,21 +825,28 @@ impl RunJob {
             .files
             .insert(format!("{PROMPTS_DIR}/{file_name}"), prompt.clone());
         if let Some(t) = &tests {
-            unit_files
-                .files
-                .insert(format!("{PROMPTS_DIR}/{}", tests_file_name(&file_name)), t.clone());
+            unit_files.files.insert(
+                format!("{PROMPTS_DIR}/{}", tests_file_name(&file_name)),
+                t.clone(),
+            );
         }
         let author = self.author.to_string();
         let committed = self
             .store
             .call(move |s| {
-                let id = s.commit(&unit_files, "run in the workbench", &author)?.id().to_owned();
+                let id = s
+                    .commit(&unit_files, "run in the workbench", &author)?
+                    .id()
+                    .to_owned();
                 Ok((s.short_id(&id), id))
             })
             .await;
         let version = match committed {
             Ok((short, id)) => {
-                self.send(Msg::RunStarted { run: self.run, version: short });
+                self.send(Msg::RunStarted {
+                    run: self.run,
+                    version: short,
+                });
                 Some(id)
             }
             Err(e) => {
@@ -816,7 +858,10 @@ impl RunJob {
         // One task per backend; the cells of a backend run one after another.
         let mut by_backend: BTreeMap<String, Vec<(usize, CellSpec)>> = BTreeMap::new();
         for (i, spec) in cells.into_iter().enumerate() {
-            by_backend.entry(spec.backend.clone()).or_default().push((i, spec));
+            by_backend
+                .entry(spec.backend.clone())
+                .or_default()
+                .push((i, spec));
         }
         let rendered = Arc::new(rendered);
         let job = Arc::new(self);
@@ -827,7 +872,8 @@ impl RunJob {
             let rendered = Arc::clone(&rendered);
             let version = version.clone();
             tasks.push(tokio::spawn(async move {
-                job.run_backend(&backend_name, specs, &unit, &rendered, version).await;
+                job.run_backend(&backend_name, specs, &unit, &rendered, version)
+                    .await;
             }));
         }
         for t in tasks {
@@ -872,7 +918,11 @@ impl RunJob {
             Ok(b) => b,
             Err(e) => {
                 for (i, _) in specs {
-                    self.send(Msg::CellFinished { run: self.run, cell: i, outcome: Err(e.clone()) });
+                    self.send(Msg::CellFinished {
+                        run: self.run,
+                        cell: i,
+                        outcome: Err(e.clone()),
+                    });
                 }
                 return;
             }
@@ -906,7 +956,11 @@ impl RunJob {
             let r = match rendered.get(&spec.case) {
                 Some(Ok(r)) => r,
                 Some(Err(e)) => {
-                    self.send(Msg::CellFinished { run: self.run, cell: i, outcome: Err(e.clone()) });
+                    self.send(Msg::CellFinished {
+                        run: self.run,
+                        cell: i,
+                        outcome: Err(e.clone()),
+                    });
                     continue;
                 }
                 None => continue,
@@ -922,7 +976,11 @@ impl RunJob {
             let run = self.run;
             let tx = self.tx.clone();
             let streamed = stream_case(backend.as_ref(), request, &mut cancel, |piece| {
-                let _ = tx.send(Msg::RunChunk { run, cell: i, text: piece.to_owned() });
+                let _ = tx.send(Msg::RunChunk {
+                    run,
+                    cell: i,
+                    text: piece.to_owned(),
+                });
             })
             .await;
             let mut result = CaseResult {
@@ -932,7 +990,10 @@ impl RunJob {
                 messages: r
                     .messages
                     .iter()
-                    .map(|m| store::Message { role: m.role.as_str().to_owned(), content: m.content.clone() })
+                    .map(|m| store::Message {
+                        role: m.role.as_str().to_owned(),
+                        content: m.content.clone(),
+                    })
                     .collect(),
                 output: streamed.text.clone(),
                 finish_reason: None,
@@ -948,7 +1009,10 @@ impl RunJob {
             let outcome = match streamed.end {
                 StreamEnd::Done(done) => {
                     result.finish_reason = Some(format!("{:?}", done.finish_reason).to_lowercase());
-                    result.usage = TokenUsage { input: done.usage.input_tokens, output: done.usage.output_tokens };
+                    result.usage = TokenUsage {
+                        input: done.usage.input_tokens,
+                        output: done.usage.output_tokens,
+                    };
                     result.cost = done.cost.unwrap_or(0.0);
                     result.cached = done.cached;
                     let (lines, stored, verdict, deferred) = match case {
@@ -986,7 +1050,11 @@ impl RunJob {
                     self.send(Msg::Failed(format!("result not stored: {e}")));
                 }
             }
-            self.send(Msg::CellFinished { run: self.run, cell: i, outcome });
+            self.send(Msg::CellFinished {
+                run: self.run,
+                cell: i,
+                outcome,
+            });
             if status == RunStatus::Interrupted {
                 break;
             }
