@@ -209,12 +209,22 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
     project.write("prompts/ask.prompty", PROMPT);
     project.write("prompts/ask.tests.yaml", TESTS);
     project.write("prompts/zz/other.prompty", OTHER);
+    // An "editor" that appends a line, to check the suspend, resume and reload around $EDITOR.
+    let editor = project.write(
+        "bin/editor.sh",
+        "#!/bin/sh\necho '{# edited outside #}' >> \"$1\"\n",
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let editor = editor.to_string_lossy().into_owned();
     let home = project.root().join("home");
     std::fs::create_dir_all(&home).expect("home");
     let home = home.to_string_lossy().into_owned();
     let tui = Session::start(
         project.root(),
-        &[("NO_COLOR", "1"), ("HOME", &home), ("EDITOR", "true")],
+        &[("NO_COLOR", "1"), ("HOME", &home), ("EDITOR", &editor)],
         120,
         40,
     );
@@ -260,6 +270,14 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
         saved.contains("Briefly: Which country is {{ city }} in?"),
         "{saved}"
     );
+
+    // $EDITOR: the TUI suspends, the editor changes the file, the TUI resumes and reloads it.
+    tui.keys(&["C-e"]);
+    tui.wait_for(
+        &["reloaded the file after $EDITOR", "{# edited outside #}"],
+        limit,
+    );
+    assert!(tui.alternate_screen(), "back on the alternate screen");
 
     // Run: the answer streams in, then the assertions with their reasons.
     tui.keys(&["C-r"]);

@@ -282,7 +282,10 @@ async fn event_loop(
     let mut pending = effects;
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
+        // Effects the loop performs itself change what is on screen: draw after them.
+        let mut redraw = false;
         for effect in std::mem::take(&mut pending) {
+            redraw |= matches!(effect, Effect::SetTheme(_) | Effect::ExternalEditor { .. });
             match effect {
                 Effect::Quit => {}
                 Effect::SetTheme(name) => match load_theme(&project, &name) {
@@ -304,6 +307,13 @@ async fn event_loop(
         }
         if app.quit {
             return Ok(());
+        }
+        if redraw {
+            // The effects' own messages may have asked for more work.
+            for effect in std::mem::take(&mut pending) {
+                worker.perform(effect);
+            }
+            draw(&mut terminal, &app, &theme)?;
         }
         let mut input = false;
         tokio::select! {

@@ -53,7 +53,7 @@ impl StoreActor {
                     match rx.recv_timeout(STORE_IDLE) {
                         Ok(job) => {
                             if store.is_none() {
-                                match project.open_store() {
+                                match open_with_retry(&project) {
                                     Ok(s) => store = Some(s),
                                     Err(e) => {
                                         job(Err(e.to_string()));
@@ -72,7 +72,7 @@ impl StoreActor {
                 }
             })
             .map(|_| ())
-            .unwrap_or_else(|e| tracing_free_log(&format!("cannot start the store thread: {e}")));
+            .unwrap_or_else(|e| log_line(&format!("cannot start the store thread: {e}")));
         StoreActor { jobs }
     }
 
@@ -93,9 +93,27 @@ impl StoreActor {
     }
 }
 
+/// How long the store thread waits for another process (a `promptdeck test`) to release the
+/// store before an operation reports it as in use.
+const LOCKED_RETRY: Duration = Duration::from_secs(10);
+
+/// Opens the store; while another process holds it, tries again every 250 ms for
+/// [`LOCKED_RETRY`]. Only the store thread waits: the UI goes on.
+fn open_with_retry(project: &Project) -> Result<SledStore, StoreError> {
+    let deadline = Instant::now() + LOCKED_RETRY;
+    loop {
+        match project.open_store() {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Worker errors that have nowhere else to go end up on stderr, which the TUI points at its
 /// log file while it runs.
-fn tracing_free_log(message: &str) {
+fn log_line(message: &str) {
     eprintln!("promptdeck tui: {message}");
 }
 
