@@ -363,11 +363,14 @@ fn run_tui_bench(dir: &Path, args: &TuiBenchArgs) -> Result<Exit, CliError> {
     let theme = crate::tui::terminal::load_theme(&project, crate::tui::theme::DEFAULT_THEME)
         .map_err(CliError::Usage)?;
     let setup = crate::tui::terminal::setup(&project, keymap, &theme.name, 120, 40)?;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let worker = crate::tui::worker::Worker::new(std::sync::Arc::new(project.clone()), tx);
     let (mut app, effects) = App::new(setup);
     let mut terminal =
         Terminal::new(TestBackend::new(120, 40)).map_err(|e| CliError::Io(e.to_string()))?;
     crate::tui::terminal::draw(&mut terminal, &app, &theme)?;
     let first_frame = start.elapsed();
+    drop(worker);
     // Then the document (read from disk) in the second frame.
     for effect in effects {
         if let Effect::LoadDocument(file) = effect {

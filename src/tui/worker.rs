@@ -130,13 +130,20 @@ pub struct Worker {
     backends: Backends,
     inspector: InspectorCache,
     runs: HashMap<u64, watch::Sender<bool>>,
-    author: Arc<str>,
+    author: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Worker {
     pub fn new(project: Arc<Project>, tx: mpsc::UnboundedSender<Msg>) -> Worker {
         let store = StoreActor::spawn(Arc::clone(&project));
-        let author: Arc<str> = crate::cli::versions::author(&project).into();
+        // `author` may run `git config`: look it up off the path to the first frame.
+        let author: Arc<std::sync::OnceLock<String>> = Arc::default();
+        {
+            let (author, project) = (Arc::clone(&author), Arc::clone(&project));
+            std::thread::spawn(move || {
+                let _ = author.set(crate::cli::versions::author(&project));
+            });
+        }
         Worker {
             project,
             tx,
@@ -148,9 +155,13 @@ impl Worker {
         }
     }
 
-    fn send(&self, msg: Msg) {
-        // The receiver lives as long as the loop; after it is gone nothing needs the answer.
-        let _ = self.tx.send(msg);
+    /// Who commits: the same name as the CLI's, once looked up.
+    fn author(&self) -> Arc<str> {
+        self.author
+            .get()
+            .cloned()
+            .unwrap_or_else(|| crate::cli::versions::author(&self.project))
+            .into()
     }
 
     /// Starts the work of one effect; must be called inside the tokio runtime.
@@ -172,21 +183,23 @@ impl Worker {
                 });
             }
             Effect::LoadDocument(file_name) => {
-                let prompts = project.prompts_dir();
-                let prompt = crate::user_file::read_text(&prompts.join(&file_name));
-                let tests_path = prompts.join(tests_file_name(&file_name));
-                let tests = tests_path
-                    .exists()
-                    .then(|| crate::user_file::read_text(&tests_path).ok())
-                    .flatten();
-                match prompt {
-                    Ok(prompt) => self.send(Msg::DocumentLoaded {
-                        file_name,
-                        prompt,
-                        tests,
-                    }),
-                    Err(e) => self.send(Msg::Failed(e.to_string())),
-                }
+                tokio::task::spawn_blocking(move || {
+                    let prompts = project.prompts_dir();
+                    let prompt = crate::user_file::read_text(&prompts.join(&file_name));
+                    let tests_path = prompts.join(tests_file_name(&file_name));
+                    let tests = tests_path
+                        .exists()
+                        .then(|| crate::user_file::read_text(&tests_path).ok())
+                        .flatten();
+                    let _ = tx.send(match prompt {
+                        Ok(prompt) => Msg::DocumentLoaded {
+                            file_name,
+                            prompt,
+                            tests,
+                        },
+                        Err(e) => Msg::Failed(e.to_string()),
+                    });
+                });
             }
             Effect::SchedulePreview { seq, delay_ms } => {
                 tokio::spawn(async move {
@@ -229,7 +242,7 @@ impl Worker {
                     project,
                     store,
                     backends: Arc::clone(&self.backends),
-                    author: Arc::clone(&self.author),
+                    author: self.author(),
                     tx,
                     run,
                     cancel: cancel_rx,
@@ -246,7 +259,7 @@ impl Worker {
                 prompt,
                 tests,
             } => {
-                let author = Arc::clone(&self.author);
+                let author = self.author();
                 tokio::spawn(async move {
                     let msg = save(&project, &store, &author, file_name, prompt, tests).await;
                     let _ = tx.send(msg.unwrap_or_else(Msg::Failed));
@@ -306,7 +319,7 @@ impl Worker {
                 label,
                 version,
             } => {
-                let author = Arc::clone(&self.author);
+                let author = self.author();
                 tokio::spawn(async move {
                     let l = label.clone();
                     let set = store
