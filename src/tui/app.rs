@@ -167,8 +167,15 @@ pub struct TokenInfo {
     pub context: Option<usize>,
 }
 
+/// A self-consistency prompt's vote: how many samples, and how each answer is extracted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoteSpec {
+    pub samples: u32,
+    pub extract: crate::prompt::technique::Extractor,
+}
+
 /// What the preview worker answers.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PreviewResult {
     /// (role, content) of each message.
     pub messages: Vec<(String, String)>,
@@ -181,9 +188,11 @@ pub struct PreviewResult {
     pub backend: String,
     /// Declared input names, for new cases.
     pub inputs: Vec<String>,
+    /// Set for self-consistency prompts: the outputs pane shows the vote.
+    pub votes: Option<VoteSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PreviewState {
     pub seq: u64,
     pub result: PreviewResult,
@@ -688,6 +697,18 @@ impl App {
         ranked.into_iter().map(|(_, a)| a).collect()
     }
 
+    /// The vote over the selected case's finished outputs, for self-consistency prompts.
+    pub fn votes(&self) -> Option<crate::suite::evaluate::Vote> {
+        let spec = self.preview.result.votes.as_ref()?;
+        let answers: Vec<Option<String>> = self
+            .visible_cells()
+            .iter()
+            .filter(|c| c.status == CellStatus::Done)
+            .map(|c| crate::suite::evaluate::extract_answer(&spec.extract, &c.text))
+            .collect();
+        (!answers.is_empty()).then(|| crate::suite::evaluate::majority_vote(&answers))
+    }
+
     pub fn is_running(&self) -> bool {
         self.run.as_ref().is_some_and(|r| !r.finished)
     }
@@ -799,6 +820,16 @@ impl App {
                         }
                     }
                     let rendered_case = self.preview.case;
+                    // A self-consistency prompt samples as many times as its technique says.
+                    if let Some(spec) = result
+                        .votes
+                        .as_ref()
+                        .filter(|_| self.preview.result.votes.is_none())
+                    {
+                        if self.samples == 1 {
+                            self.samples = spec.samples.clamp(1, MAX_SAMPLES);
+                        }
+                    }
                     if self.case_selected.is_none()
                         && !self.cases.is_empty()
                         && !self.case_chosen_sample
@@ -850,7 +881,11 @@ impl App {
                     .filter(|c| matches!(c.status, CellStatus::Failed(_)))
                     .count();
                 let passed = judged.iter().filter(|p| **p).count();
-                let version = r.version.clone().unwrap_or_default();
+                let version = r
+                    .version
+                    .as_ref()
+                    .map(|v| format!(" · version {v}"))
+                    .unwrap_or_default();
                 if let Some(doc) = &self.doc {
                     let name = doc.name().to_owned();
                     if !judged.is_empty() {
@@ -859,10 +894,11 @@ impl App {
                         }
                     }
                 }
-                let mut text = format!(
-                    "run done: {passed}/{} passed · version {version}",
-                    judged.len()
-                );
+                let mut text = if judged.is_empty() {
+                    format!("run done: no verdicts{version}")
+                } else {
+                    format!("run done: {passed}/{} passed{version}", judged.len())
+                };
                 if failed > 0 {
                     text.push_str(&format!(" · {failed} failed"));
                 }

@@ -73,6 +73,7 @@ fn preview_result() -> PreviewResult {
         }),
         backend: "local".to_owned(),
         inputs: vec!["question".to_owned()],
+        votes: None,
     }
 }
 
@@ -1189,3 +1190,65 @@ fn readme_key_table_is_the_default_keymap() {
         }
     }
 }
+
+/// A self-consistency prompt after a run of three samples (two say 7, one says 8).
+fn app_with_votes() -> App {
+    let mut app = app();
+    let seq = app.preview.seq + 1;
+    app.preview.seq = seq;
+    let mut result = preview_result();
+    result.votes = Some(VoteSpec {
+        samples: 3,
+        extract: crate::prompt::technique::Extractor::LastNumber,
+    });
+    app.handle(Msg::PreviewReady { seq, result });
+    act(&mut app, Action::Run);
+    let run = app.run.as_ref().map(|r| r.id).unwrap_or_default();
+    for (cell, text) in ["3 + 4 = 7. Answer: 7", "Answer: 7", "I think 8"]
+        .iter()
+        .enumerate()
+    {
+        app.handle(Msg::RunChunk {
+            run,
+            cell,
+            text: (*text).to_owned(),
+        });
+        app.handle(Msg::CellFinished {
+            run,
+            cell,
+            outcome: Ok(CellDone {
+                latency_ms: 900,
+                ttft_ms: Some(100),
+                tokens_in: 86,
+                tokens_out: 12,
+                cost: None,
+                assertions: Vec::new(),
+                verdict: None,
+                deferred: 1,
+                cached: false,
+            }),
+        });
+    }
+    app.handle(Msg::RunFinished { run });
+    app
+}
+
+#[test]
+fn self_consistency_samples_as_configured_and_votes() {
+    let app = app_with_votes();
+    assert_eq!(app.samples, 3, "the technique's sample count");
+    assert_eq!(app.visible_cells().len(), 3);
+    let vote = app.votes().expect("a vote");
+    assert_eq!(vote.answer.as_deref(), Some("7"));
+    assert_eq!(
+        vote.distribution,
+        vec![("7".to_owned(), 2), ("8".to_owned(), 1)]
+    );
+    assert_eq!(self::app().votes(), None, "other prompts have no vote");
+}
+
+snapshots!(view_main_votes, {
+    let mut a = app_with_votes();
+    a.focus = Pane::Outputs;
+    a
+});

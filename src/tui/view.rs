@@ -534,6 +534,44 @@ fn draw_outputs(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
         );
         return;
     }
+    // Self-consistency: the vote over the finished samples, as a bar chart above the columns.
+    let inner = match app.votes() {
+        Some(vote) if inner.h >= 8 => {
+            let rows = (vote.distribution.len().min(4) + 1) as u16;
+            let chart = Area::new(inner.x, inner.y, inner.w, rows);
+            let max = vote.distribution.first().map_or(1, |(_, c)| *c).max(1);
+            let label_w = vote
+                .distribution
+                .iter()
+                .map(|(a, _)| a.chars().count())
+                .max()
+                .unwrap_or(0)
+                .clamp(6, 16);
+            let bar_room = usize::from(inner.w).saturating_sub(label_w + 8).max(1);
+            let mut lines = vec![Line::styled(
+                format!(
+                    "vote: {} ({:.0}% agree)",
+                    vote.answer.as_deref().unwrap_or("no answer"),
+                    vote.agreement * 100.0
+                ),
+                theme.style(Slot::TitleFocused),
+            )];
+            for (answer, count) in vote.distribution.iter().take(4) {
+                let bar = "█".repeat((count * bar_room).div_ceil(max).min(bar_room));
+                lines.push(Line::from(vec![
+                    Span::styled(
+                        format!("{:>label_w$} ", truncate(answer, label_w)),
+                        theme.style(Slot::Text),
+                    ),
+                    Span::styled(bar, theme.style(Slot::Chart)),
+                    Span::styled(format!(" {count}"), theme.style(Slot::TextDim)),
+                ]));
+            }
+            frame.render_widget(Paragraph::new(lines), rect(chart));
+            Area::new(inner.x, inner.y + rows, inner.w, inner.h - rows)
+        }
+        _ => inner,
+    };
     let n = cells.len().min(usize::from(inner.w / 12).max(1));
     let col_w = inner.w / n as u16;
     let samples = app.run.as_ref().map_or(1, |r| r.samples);
@@ -593,7 +631,10 @@ fn draw_outputs(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
             }
             if done.deferred > 0 {
                 foot.push(Line::styled(
-                    format!("{} assertion(s) left to promptdeck test", done.deferred),
+                    truncate(
+                        &format!("{} assertion(s) left to promptdeck test", done.deferred),
+                        usize::from(col.w),
+                    ),
                     theme.style(Slot::TextDim),
                 ));
             }

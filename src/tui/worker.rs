@@ -567,6 +567,15 @@ fn preview(
     let Some(unit) = parsed.unit else {
         return result;
     };
+    if let Some(crate::prompt::technique::Technique::SelfConsistency {
+        samples, extract, ..
+    }) = &unit.prompt.front_matter.technique
+    {
+        result.votes = Some(super::app::VoteSpec {
+            samples: *samples,
+            extract: extract.clone(),
+        });
+    }
     result.inputs = unit
         .prompt
         .front_matter
