@@ -100,6 +100,10 @@ pub fn setup(
     })
 }
 
+/// The terminal's stderr while [`StderrToLog`] points fd 2 at the log (-1 otherwise), so the
+/// panic hook can print where the user sees it.
+static SAVED_STDERR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
 /// Points stderr at a log file for the life of the value.
 struct StderrToLog {
     saved: libc::c_int,
@@ -127,6 +131,7 @@ impl StderrToLog {
                 libc::close(saved);
                 return None;
             }
+            SAVED_STDERR.store(saved, std::sync::atomic::Ordering::SeqCst);
             Some(StderrToLog { saved })
         }
     }
@@ -141,6 +146,7 @@ impl StderrToLog {
 
 impl Drop for StderrToLog {
     fn drop(&mut self) {
+        SAVED_STDERR.store(-1, std::sync::atomic::Ordering::SeqCst);
         // SAFETY: restores the descriptor saved in `start` and closes our copy.
         unsafe {
             libc::dup2(self.saved, 2);
@@ -250,6 +256,13 @@ pub fn run(project: Project, options: &Options) -> Result<Exit, CliError> {
         let hook = Arc::clone(&default_hook);
         std::panic::set_hook(Box::new(move |info| {
             leave_terminal();
+            let saved = SAVED_STDERR.load(std::sync::atomic::Ordering::SeqCst);
+            if saved >= 0 {
+                // SAFETY: `saved` is the terminal's stderr, kept open by `StderrToLog`.
+                unsafe {
+                    libc::dup2(saved, 2);
+                }
+            }
             hook(info);
         }));
     }
