@@ -544,6 +544,8 @@ pub struct App {
     pub chosen_backends: Vec<String>,
     pub samples: u32,
     pub run: Option<RunState>,
+    /// The run before the current one, so an output can be compared with its previous answer.
+    pub previous_run: Option<RunState>,
     next_run: u64,
     pub compare: Option<CompareState>,
     pub history: HistoryState,
@@ -599,6 +601,7 @@ impl App {
             chosen_backends: Vec::new(),
             samples: 1,
             run: None,
+            previous_run: None,
             next_run: 0,
             compare: None,
             history: HistoryState::default(),
@@ -791,6 +794,7 @@ impl App {
                 self.case_selected = None;
                 self.case_chosen_sample = false;
                 self.run = None;
+                self.previous_run = None;
                 self.compare = None;
                 self.preview = PreviewState {
                     seq: self.preview.seq,
@@ -1497,7 +1501,7 @@ impl App {
                 if self.compare_outputs() {
                     self.view = View::Compare;
                 } else {
-                    self.info("compare needs two outputs of this case: run on two backends (^B) or with 2 samples (+)".to_owned());
+                    self.info("compare needs two outputs of this case (two backends with ^B, or 2 samples with +) or a run before this one".to_owned());
                 }
             }
             Action::MoreSamples => {
@@ -1671,6 +1675,7 @@ impl App {
         }
         self.next_run += 1;
         let id = self.next_run;
+        self.previous_run = self.run.take();
         self.run = Some(RunState {
             id,
             cells: specs
@@ -1703,18 +1708,37 @@ impl App {
         ));
     }
 
-    /// Compares the first two outputs of the selected case; false when there are not two.
+    /// Compares the first two outputs of the selected case or, with one output, that output
+    /// with the previous run's answer to the same case on the same backend; false when there is
+    /// nothing to compare.
     fn compare_outputs(&mut self) -> bool {
         let samples = self.run.as_ref().map_or(1, |r| r.samples);
         let cells = self.visible_cells();
-        let (Some(a), Some(b)) = (cells.first(), cells.get(1)) else {
+        if let (Some(a), Some(b)) = (cells.first(), cells.get(1)) {
+            self.compare = Some(CompareState::of_texts(
+                &a.title(samples),
+                &a.text,
+                &b.title(samples),
+                &b.text,
+            ));
+            return true;
+        }
+        let Some(current) = cells.first() else {
+            return false;
+        };
+        let previous = self.previous_run.as_ref().and_then(|r| {
+            r.cells.iter().find(|c| {
+                c.case == current.case && c.backend == current.backend && c.sample == current.sample
+            })
+        });
+        let Some(previous) = previous else {
             return false;
         };
         self.compare = Some(CompareState::of_texts(
-            &a.title(samples),
-            &a.text,
-            &b.title(samples),
-            &b.text,
+            &format!("previous run {}", previous.title(samples)),
+            &previous.text,
+            &format!("this run {}", current.title(samples)),
+            &current.text,
         ));
         true
     }

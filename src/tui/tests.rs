@@ -1252,3 +1252,24 @@ snapshots!(view_main_votes, {
     a.focus = Pane::Outputs;
     a
 });
+
+#[test]
+fn one_output_compares_with_the_previous_run() {
+    let mut app = app();
+    for answer in ["Answer: 7", "Answer: 8"] {
+        act(&mut app, Action::Run);
+        let run = app.run.as_ref().map(|r| r.id).unwrap_or_default();
+        app.handle(Msg::RunChunk {
+            run,
+            cell: 0,
+            text: answer.to_owned(),
+        });
+        app.handle(Msg::RunFinished { run });
+    }
+    act(&mut app, Action::CompareOutputs);
+    assert_eq!(app.view, View::Compare);
+    let compare = app.compare.clone().expect("compare");
+    assert_eq!(compare.left_title, "previous run local");
+    assert_eq!(compare.right_title, "this run local");
+    assert_eq!(compare.changes.len(), 1);
+}
