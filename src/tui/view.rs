@@ -918,25 +918,14 @@ fn draw_history(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
 
 fn draw_status(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     let hints = [
-        Action::Help,
-        Action::Save,
-        Action::Run,
-        Action::ViewCompare,
-        Action::ViewHistory,
-        Action::CommandPalette,
-        Action::Quit,
+        (Action::Help, "help"),
+        (Action::Save, "save"),
+        (Action::Run, "run"),
+        (Action::ViewCompare, "diff"),
+        (Action::ViewHistory, "history"),
+        (Action::CommandPalette, "commands"),
+        (Action::Quit, "quit"),
     ];
-    let words = ["help", "save", "run", "diff", "history", "commands", "quit"];
-    let mut spans = Vec::new();
-    for (action, word) in hints.iter().zip(words) {
-        let key = app.keymap.hint(app.context(), *action);
-        if key.is_empty() {
-            continue;
-        }
-        spans.push(Span::styled(format!(" {key}"), theme.style(Slot::KeyHint)));
-        spans.push(Span::styled(format!(" {word}"), theme.style(Slot::Status)));
-    }
-    let hint_len: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     let (message, slot) = match &app.status {
         Some((Level::Error, m)) => (m.clone(), Slot::StatusError),
         Some((Level::Info, m)) => (m.clone(), Slot::Status),
@@ -947,19 +936,24 @@ fn draw_status(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
         Some(r) if !r.finished => format!(" run {}/{} ", r.done_count(), r.cells.len()),
         _ => String::new(),
     };
-    let right = format!("{message}{progress} ");
-    if hint_len + right.chars().count() + 2 > width {
-        // Narrow: the message wins over the hints.
-        spans.clear();
-        spans.push(Span::styled(
-            truncate(&format!(" {right}"), width),
-            theme.style(slot),
-        ));
-    } else {
-        let pad = width - hint_len - right.chars().count();
-        spans.push(Span::styled(" ".repeat(pad), theme.style(Slot::Status)));
-        spans.push(Span::styled(right, theme.style(slot)));
+    let right = truncate(&format!("{message}{progress} "), width);
+    // The message and progress first; key hints fill what room is left, in order.
+    let mut room = width.saturating_sub(right.chars().count() + 1);
+    let mut spans = Vec::new();
+    for (action, word) in hints {
+        let key = app.keymap.hint(app.context(), action);
+        let len = key.chars().count() + word.len() + 2;
+        if key.is_empty() || len > room {
+            continue;
+        }
+        room -= len;
+        spans.push(Span::styled(format!(" {key}"), theme.style(Slot::KeyHint)));
+        spans.push(Span::styled(format!(" {word}"), theme.style(Slot::Status)));
     }
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let pad = width.saturating_sub(used + right.chars().count());
+    spans.push(Span::styled(" ".repeat(pad), theme.style(Slot::Status)));
+    spans.push(Span::styled(right, theme.style(slot)));
     frame.render_widget(
         Paragraph::new(Line::from(spans)).style(theme.style(Slot::Status)),
         rect(area),
