@@ -1046,7 +1046,7 @@ snapshots!(view_main_outputs, {
     a.focus = Pane::Outputs;
     a
 });
-snapshots!(view_main_error_in_tests_file, {
+snapshots!(view_main_template_error, {
     let mut a = app();
     let mut result = preview_result();
     result.problem = Some(Problem {
