@@ -20,5 +20,6 @@ pub mod report;
 pub mod run;
 pub mod store;
 pub mod suite;
+pub mod tui;
 pub mod user_file;
 pub mod yaml;

@@ -63,6 +63,11 @@ pub struct RawConfig {
     /// Command tools that ReAct prompts may call. Only tools listed here can run.
     #[serde(default)]
     pub tools: BTreeMap<String, RawTool>,
+    /// Key bindings of the terminal UI over its defaults: context (global, editor, tree, cases,
+    /// preview, outputs, compare, history) -> key (`ctrl-r`, `f5`, `?`) -> action name, or
+    /// "none" to unbind. `promptdeck tui` checks the names when it starts.
+    #[serde(default)]
+    pub keys: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -202,6 +207,8 @@ pub struct Config {
     pub fuel: u64,
     pub backends: BTreeMap<String, RawBackend>,
     pub tools: BTreeMap<String, RawTool>,
+    /// `[keys]`: key binding overrides for the TUI, validated by `tui::keymap`.
+    pub keys: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for Config {
@@ -219,6 +226,7 @@ impl Default for Config {
             fuel: crate::prompt::template::DEFAULT_FUEL,
             backends: BTreeMap::new(),
             tools: BTreeMap::new(),
+            keys: BTreeMap::new(),
         })
     }
 }
@@ -403,6 +411,7 @@ impl Config {
                 .max(1),
             backends,
             tools: raw.tools,
+            keys: raw.keys,
         })
     }
 

@@ -51,6 +51,7 @@ fn version_and_help() {
         "run",
         "test",
         "import-promptfoo",
+        "tui",
         "bench",
     ] {
         let out = binary().args([command, "--help"]).output().unwrap();
@@ -59,6 +60,18 @@ fn version_and_help() {
             String::from_utf8_lossy(&out.stdout).contains("Examples:"),
             "{command} --help has examples"
         );
+    }
+}
+
+#[test]
+fn bare_promptdeck_opens_the_workbench_only_in_a_terminal() {
+    // Without a terminal (as here: pipes), the workbench refuses with a usage error rather
+    // than drawing into a pipe; tests/tui.rs drives it in a real terminal.
+    let project = math_project();
+    for args in [&[][..], &["tui"][..]] {
+        let run = project.run(args);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(run.stderr.contains("needs a terminal"), "{}", run.stderr);
     }
 }
 

@@ -355,3 +355,193 @@ pub fn local(
     }
     Ok(Exit::Ok)
 }
+
+pub struct TuiBenchArgs {
+    pub versions: usize,
+    pub tokens: usize,
+}
+
+const BENCH_PROMPT: &str = "---\nname: bench\ninputs:\n  question: {type: string}\nsample:\n  question: How many apples?\n---\nsystem:\nYou answer briefly.\n{# a comment #}\nuser:\n{{ question }}\n";
+const BENCH_TESTS: &str = "- description: apples\n  vars:\n    question: If I have 3 apples and buy 4 more, how many?\n  assert:\n    - type: contains\n      value: \"7\"\n";
+
+/// `promptdeck bench tui`: start to first frame on a project whose store holds `versions`
+/// versions of the open prompt, and input to frame while tokens stream in, both through the
+/// real state machine and views, drawn into ratatui's in-memory backend at 120x40.
+pub fn tui(args: &TuiBenchArgs) -> Result<Exit, CliError> {
+    let dir = std::env::temp_dir().join(format!("promptdeck-tui-bench-{}", std::process::id()));
+    let result = run_tui_bench(&dir, args);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run_tui_bench(dir: &Path, args: &TuiBenchArgs) -> Result<Exit, CliError> {
+    use crate::tui::app::{App, CellSpec, Effect, Msg};
+    use crate::tui::keymap::{Key, KeyChord};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    let io = |e: std::io::Error| CliError::Io(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir.join("prompts/bench")).map_err(io)?;
+    std::fs::write(
+        dir.join("promptdeck.toml"),
+        "[defaults]\nbackend = \"local\"\n[backends.local]\nkind = \"local\"\n",
+    )
+    .map_err(io)?;
+    std::fs::write(dir.join("prompts/bench/prompt.prompty"), BENCH_PROMPT).map_err(io)?;
+    std::fs::write(dir.join("prompts/bench/prompt.tests.yaml"), BENCH_TESTS).map_err(io)?;
+
+    // A store with `versions` versions of the prompt the workbench opens first.
+    let fill = Instant::now();
+    {
+        let project = crate::project::Project::discover(dir, None)?;
+        let store = project.open_store()?;
+        for v in 0..args.versions {
+            let mut files = std::collections::BTreeMap::new();
+            files.insert(
+                "prompts/bench/prompt.prompty".to_owned(),
+                format!("{BENCH_PROMPT}\nrevision {v}\n"),
+            );
+            files.insert(
+                "prompts/bench/prompt.tests.yaml".to_owned(),
+                BENCH_TESTS.to_owned(),
+            );
+            let unit = UnitFiles {
+                prompt: "bench/prompt".to_owned(),
+                files,
+            };
+            store.commit(&unit, &format!("edit {v}"), "bench")?;
+        }
+    }
+    let fill_time = fill.elapsed();
+
+    // Start to first frame: what `promptdeck` does before its first draw.
+    let start = Instant::now();
+    let project = crate::project::Project::discover(dir, None)?;
+    let keymap = crate::tui::terminal::load_keymap(&project)?;
+    let theme = crate::tui::terminal::load_theme(&project, crate::tui::theme::DEFAULT_THEME)
+        .map_err(CliError::Usage)?;
+    let setup = crate::tui::terminal::setup(&project, keymap, &theme.name, 120, 40)?;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let worker = crate::tui::worker::Worker::new(std::sync::Arc::new(project.clone()), tx);
+    let (mut app, effects) = App::new(setup);
+    let mut terminal =
+        Terminal::new(TestBackend::new(120, 40)).map_err(|e| CliError::Io(e.to_string()))?;
+    crate::tui::terminal::draw(&mut terminal, &app, &theme)?;
+    let first_frame = start.elapsed();
+    drop(worker);
+    // Then the document (read from disk) in the second frame.
+    for effect in effects {
+        if let Effect::LoadDocument(file) = effect {
+            let prompts = project.prompts_dir();
+            let prompt = std::fs::read_to_string(prompts.join(&file)).map_err(io)?;
+            let tests = std::fs::read_to_string(prompts.join("bench/prompt.tests.yaml")).ok();
+            app.handle(Msg::DocumentLoaded {
+                file_name: file,
+                prompt,
+                tests,
+            });
+        }
+    }
+    crate::tui::terminal::draw(&mut terminal, &app, &theme)?;
+    let document_frame = start.elapsed();
+    // What the store worker does meanwhile: a cold open and the pass counts and history.
+    let store_start = Instant::now();
+    let store = project.open_store()?;
+    let history = store.history("bench/prompt")?;
+    let store_time = store_start.elapsed();
+    drop(store);
+
+    // Input to frame while a generation streams: a thread keeps one core busy as the model
+    // thread would; tokens arrive between key presses; each key is handled and drawn.
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let spinner = {
+        let busy = std::sync::Arc::clone(&busy);
+        std::thread::spawn(move || {
+            let mut x = 0u64;
+            while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                std::hint::black_box(x);
+            }
+        })
+    };
+    app.handle(Msg::Key(KeyChord::plain(Key::Tab)));
+    let fx = app.handle(Msg::Key(KeyChord::ctrl('r')));
+    let run = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::StartRun { run, cells, .. } => Some((*run, cells.clone())),
+            _ => None,
+        })
+        .unwrap_or((0, Vec::<CellSpec>::new()));
+    let words = [
+        "To ", "solve ", "this, ", "we ", "add ", "3 ", "and ", "4 ", "to ", "get ", "7. ",
+    ];
+    let mut input_frames = Vec::new();
+    let mut stream_frames = Vec::new();
+    for t in 0..args.tokens {
+        app.handle(Msg::RunChunk {
+            run: run.0,
+            cell: 0,
+            text: words[t % words.len()].to_owned(),
+        });
+        if t % 8 == 7 {
+            let s = Instant::now();
+            crate::tui::terminal::draw(&mut terminal, &app, &theme)?;
+            stream_frames.push(s.elapsed());
+        }
+        if t % 20 == 19 {
+            let s = Instant::now();
+            let c = if t % 40 == 19 {
+                Key::Char('x')
+            } else {
+                Key::Backspace
+            };
+            app.handle(Msg::Key(KeyChord::plain(c)));
+            crate::tui::terminal::draw(&mut terminal, &app, &theme)?;
+            input_frames.push(s.elapsed());
+        }
+    }
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = spinner.join();
+    let p99 = |samples: &[Duration]| {
+        let mut sorted: Vec<f64> = samples.iter().copied().map(ms).collect();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+            .get((sorted.len() * 99 / 100).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "tui benchmark: store of {} versions of the open prompt (filled in {:.1} s), 120x40 frames",
+        args.versions,
+        fill_time.as_secs_f64()
+    );
+    println!(
+        "start to first frame {:.1} ms; with the prompt open {:.1} ms (the store is not on this path)",
+        ms(first_frame),
+        ms(document_frame)
+    );
+    println!(
+        "store worker meanwhile: cold open + history of {} versions {:.1} ms",
+        history.len(),
+        ms(store_time)
+    );
+    println!(
+        "input to frame while {} tokens stream (one core busy): median {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} keys",
+        args.tokens,
+        median_ms(&input_frames),
+        p99(&input_frames),
+        max_ms(&input_frames),
+        input_frames.len()
+    );
+    println!(
+        "streaming frame: median {:.2} ms, max {:.2} ms (the output at {} characters)",
+        median_ms(&stream_frames),
+        max_ms(&stream_frames),
+        app.run
+            .as_ref()
+            .and_then(|r| r.cells.first())
+            .map_or(0, |c| c.text.len())
+    );
+    Ok(Exit::Ok)
+}

@@ -81,12 +81,25 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", env = "PROMPTDECK_PROJECT")]
     pub project: Option<PathBuf>,
 
+    /// What to do; without one, the workbench TUI opens on the project.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Open the workbench: edit, preview, run, compare and browse history (also: no subcommand).
+    #[command(after_help = "Examples:
+  promptdeck                        the workbench on the project around the current directory
+  promptdeck tui --theme light      with another theme (dark, light, high-contrast, catppuccin-mocha, tokyonight)
+  NO_COLOR=1 promptdeck tui         without colours
+
+F1 inside lists every key binding; keys are configurable under [keys] in promptdeck.toml.")]
+    Tui {
+        /// A theme from themes/ (default: `defaults.theme`, then dark).
+        #[arg(long)]
+        theme: Option<String>,
+    },
     /// Create promptdeck.toml, an example prompt and a .gitignore entry (never overwrites).
     #[command(after_help = "Examples:\n  promptdeck init\n  promptdeck init path/to/project")]
     Init {
@@ -271,7 +284,7 @@ Binds loopback unless --host says otherwise; there is no authentication.")]
     /// Measure promptdeck's own speed.
     #[command(
         subcommand,
-        after_help = "Examples:\n  promptdeck bench store\n  promptdeck bench harness --cases 2000 --concurrency 16"
+        after_help = "Examples:\n  promptdeck bench store\n  promptdeck bench harness --cases 2000 --concurrency 16\n  promptdeck bench tui"
     )]
     Bench(BenchCommand),
     /// Print a shell completion script.
@@ -379,6 +392,16 @@ pub enum BenchCommand {
         #[arg(long)]
         candle: bool,
     },
+    /// Time the workbench: start to first frame on a store of N versions, and input to frame
+    /// while a generation streams.
+    #[command(after_help = "Example:\n  promptdeck bench tui --versions 10000 --tokens 2000")]
+    Tui {
+        #[arg(long, default_value_t = 10_000)]
+        versions: usize,
+        /// Tokens streamed while keys are timed.
+        #[arg(long, default_value_t = 2_000)]
+        tokens: usize,
+    },
     /// Fill a scratch store and time history and show; report size against the raw payload.
     #[command(after_help = "Example:\n  promptdeck bench store --versions 10000 --outputs 100000")]
     Store {
@@ -430,7 +453,8 @@ pub struct RenderArgs {
 pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
     let cwd = std::env::current_dir()
         .map_err(|e| CliError::Io(format!("cannot read the current directory: {e}")))?;
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Tui { theme: None });
+    match command {
         Command::Init { dir } => {
             let dir = dir.map_or_else(|| cwd.clone(), |d| cwd.join(d));
             let report = init::run(&dir)?;
@@ -606,6 +630,13 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             concurrency,
             keep: keep.map(|k| cwd.join(k)),
         }),
+        Command::Tui { theme } => {
+            let project = Project::discover(&cwd, cli.project.as_deref())?;
+            crate::tui::terminal::run(project, &crate::tui::terminal::Options { theme })
+        }
+        Command::Bench(BenchCommand::Tui { versions, tokens }) => {
+            bench::tui(&bench::TuiBenchArgs { versions, tokens })
+        }
         Command::Bench(BenchCommand::Store {
             versions,
             outputs,

@@ -702,6 +702,7 @@ mod tests {
             }],
             overrides: Parameters::default(),
             no_cache: true,
+            techniques: None,
         }
     }
 

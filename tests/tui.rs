@@ -1,0 +1,370 @@
+//! The workbench end to end: the real binary in a real terminal (tmux), driven with send-keys
+//! and read with capture-pane. Open, select a prompt, edit, save, run on a loopback
+//! OpenAI-compatible server (streamed output and assertion results), open a diff, open history,
+//! quit with unsaved changes, and check that the terminal left the alternate screen.
+//! `tui_runs_the_local_model` does the run on the embedded model, as a user's first run does.
+//!
+//! tmux is required: without it these tests fail with a message saying how to install it.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "backends/server.rs"]
+mod server;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::TempProject;
+
+const PROMPT: &str = "---
+name: ask
+model:
+  parameters:
+    temperature: 0
+    max_tokens: 64
+inputs:
+  city: {type: string}
+sample:
+  city: Paris
+---
+system:
+You answer geography questions in one sentence.
+user:
+Which country is {{ city }} in?
+";
+const TESTS: &str = "- description: lyon
+  vars:
+    city: Lyon
+  assert:
+    - type: contains
+      value: France
+    - type: icontains
+      value: of course
+";
+const OTHER: &str = "---\nname: other\n---\nuser:\nSay hello to {{ name | default('you') }}.\n";
+
+/// The answer the loopback server streams, in pieces.
+const PIECES: [&str; 4] = ["Lyon is ", "in Fr", "ance", ", of course."];
+
+fn tmux_available() {
+    let ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the TUI end-to-end tests drive the binary in tmux, which is not installed: \
+         install it (Debian/Ubuntu: `apt-get install tmux`, macOS: `brew install tmux`) and rerun"
+    );
+}
+
+/// A tmux session running promptdeck in a project, killed on drop.
+struct Session {
+    name: String,
+}
+
+impl Session {
+    fn start(root: &Path, env: &[(&str, &str)], width: u16, height: u16) -> Session {
+        let name = format!("pd-tui-{}-{}", std::process::id(), rand_suffix());
+        let mut shell = String::new();
+        for (k, v) in env {
+            shell.push_str(&format!("{k}='{v}' "));
+        }
+        // The pane outlives the binary so the test can read what it left on the screen.
+        shell.push_str(&format!(
+            "'{}'; echo \"EXITED $?\"; sleep 600",
+            env!("CARGO_BIN_EXE_promptdeck")
+        ));
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                &width.to_string(),
+                "-y",
+            ])
+            .arg(height.to_string())
+            .arg("-c")
+            .arg(root)
+            .arg(shell)
+            .status()
+            .expect("run tmux");
+        assert!(status.success(), "tmux new-session failed");
+        Session { name }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            let status = Command::new("tmux")
+                .args(["send-keys", "-t", &self.name, key])
+                .status()
+                .expect("tmux send-keys");
+            assert!(status.success());
+            // Separate presses: an Esc followed at once by a key reads as Alt+key.
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+
+    fn type_text(&self, text: &str) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name, "-l", text])
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(60));
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn alternate_screen(&self) -> bool {
+        let out = Command::new("tmux")
+            .args(["display-message", "-p", "-t", &self.name, "#{alternate_on}"])
+            .output()
+            .expect("tmux display-message");
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+
+    /// Waits until every needle is on the screen; panics with the screen otherwise.
+    fn wait_for(&self, needles: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let screen = self.screen();
+            if needles.iter().all(|n| screen.contains(n)) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("waited {limit:?} for {needles:?}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() % 1_000_000_007)
+}
+
+fn openai_stream() -> String {
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        let c = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+            "model": "gpt-test", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    };
+    let mut body = chunk(json!({"role": "assistant", "content": ""}), None);
+    for piece in PIECES {
+        body.push_str(&chunk(json!({"content": piece}), None));
+    }
+    body.push_str(&chunk(json!({}), Some("stop")));
+    let usage = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-test", "choices": [],
+        "usage": {"prompt_tokens": 23, "completion_tokens": 9, "total_tokens": 32}});
+    body.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+    body
+}
+
+#[test]
+fn tui_edits_saves_runs_diffs_and_browses_history() {
+    tmux_available();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // Pieces 40 ms apart, so the answer visibly streams.
+    let server = runtime.block_on(server::Server::start(|_, _| {
+        server::Reply::Parts(
+            std::iter::once(server::sse_head())
+                .chain(server::split(&openai_stream(), 64))
+                .collect(),
+            Duration::from_millis(40),
+        )
+    }));
+    let project = TempProject::with_config(&format!(
+        "[defaults]\nbackend = \"fake\"\n\n[backends.fake]\nkind = \"openai\"\nmodel = \"gpt-test\"\n\
+         base_url = \"{}/v1\"\napi_key_env = \"PD_TUI_TEST_KEY\"\ntimeout = 10\n",
+        server.url()
+    ));
+    project.write("prompts/ask.prompty", PROMPT);
+    project.write("prompts/ask.tests.yaml", TESTS);
+    project.write("prompts/zz/other.prompty", OTHER);
+    // An "editor" that appends a line, to check the suspend, resume and reload around $EDITOR.
+    let editor = project.write(
+        "bin/editor.sh",
+        "#!/bin/sh\necho '{# edited outside #}' >> \"$1\"\n",
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let editor = editor.to_string_lossy().into_owned();
+    let home = project.root().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let home = home.to_string_lossy().into_owned();
+    let tui = Session::start(
+        project.root(),
+        &[("NO_COLOR", "1"), ("HOME", &home), ("EDITOR", &editor)],
+        120,
+        40,
+    );
+    let limit = Duration::from_secs(20);
+
+    // Open: the first prompt with its first case rendered.
+    tui.wait_for(
+        &[
+            "Prompts",
+            "prompts/ask.prompty",
+            "Which country is Lyon in?",
+            "lyon",
+        ],
+        limit,
+    );
+    assert!(
+        tui.alternate_screen(),
+        "the TUI draws on the alternate screen"
+    );
+
+    // Select another prompt, then come back.
+    tui.keys(&["Down", "Enter"]);
+    tui.wait_for(&["prompts/zz/other.prompty", "Say hello to you."], limit);
+    tui.keys(&["Up", "Enter"]);
+    tui.wait_for(&["prompts/ask.prompty", "Which country is Lyon in?"], limit);
+
+    // Edit: focus the editor, find "Which" and type before it; the preview follows and the
+    // header marks the file unsaved.
+    tui.keys(&["Tab", "C-f"]);
+    tui.type_text("Which");
+    tui.keys(&["Enter"]);
+    tui.type_text("Briefly: ");
+    tui.wait_for(
+        &["Briefly: Which country is Lyon in?", "ask.prompty *"],
+        limit,
+    );
+
+    // Save: the file is written and a version committed.
+    tui.keys(&["C-s"]);
+    tui.wait_for(&["saved; committed version"], limit);
+    let saved = std::fs::read_to_string(project.root().join("prompts/ask.prompty")).expect("read");
+    assert!(
+        saved.contains("Briefly: Which country is {{ city }} in?"),
+        "{saved}"
+    );
+
+    // $EDITOR: the TUI suspends, the editor changes the file, the TUI resumes and reloads it.
+    tui.keys(&["C-e"]);
+    tui.wait_for(
+        &["reloaded the file after $EDITOR", "{# edited outside #}"],
+        limit,
+    );
+    assert!(tui.alternate_screen(), "back on the alternate screen");
+
+    // Run: the answer streams in, then the assertions with their reasons.
+    tui.keys(&["C-r"]);
+    let screen = tui.wait_for(
+        &[
+            "Lyon is in France, of course.",
+            "PASS",
+            "✓ contains",
+            "✓ icontains",
+            "run done: 1/1 passed",
+        ],
+        limit,
+    );
+    assert!(screen.contains("23 in 9 out"), "{screen}");
+    let request = server.request(server.count() - 1);
+    assert!(
+        request.body.contains("Briefly: Which country is Lyon in?"),
+        "{}",
+        request.body
+    );
+
+    // Diff: an unsaved edit against the latest version, with word-level changes.
+    tui.keys(&["C-f"]);
+    tui.type_text("sentence");
+    tui.keys(&["Enter"]);
+    tui.type_text("short ");
+    tui.keys(&["C-d"]);
+    tui.wait_for(&["Compare latest", "working", "one short sentence"], limit);
+    tui.keys(&["n"]);
+
+    // History: the saved version with its pass rate and the chart.
+    tui.keys(&["F4"]);
+    tui.wait_for(
+        &[
+            "History ask",
+            "saved in the workbench",
+            "100%",
+            "pass rate by version",
+        ],
+        limit,
+    );
+
+    // Quit with unsaved changes: asked, then quit; the terminal is restored.
+    tui.keys(&["C-q"]);
+    tui.wait_for(&["There are unsaved changes"], limit);
+    tui.keys(&["y"]);
+    tui.wait_for(&["EXITED 0"], limit);
+    assert!(!tui.alternate_screen(), "the alternate screen was left");
+    let screen = tui.screen();
+    assert!(
+        !screen.contains("Prompts"),
+        "the workbench is gone from the screen:\n{screen}"
+    );
+
+    // The run is in the store, as `promptdeck runs` shows.
+    let runs = project.run(&["runs", "ask"]);
+    assert_eq!(runs.code, 0, "{runs:?}");
+    assert!(
+        runs.stdout.contains("fake") && runs.stdout.contains("1/1"),
+        "{}",
+        runs.stdout
+    );
+}
+
+#[test]
+fn tui_runs_the_local_model() {
+    tmux_available();
+    let project = TempProject::new();
+    project.write(
+        "prompts/capital.prompty",
+        "---\nname: capital\nmodel:\n  parameters: {temperature: 0, max_tokens: 12}\n---\nuser:\nWhat is the capital of France? Answer in one word.\n",
+    );
+    project.write(
+        "prompts/capital.tests.yaml",
+        "- description: paris\n  assert:\n    - type: icontains\n      value: paris\n",
+    );
+    let tui = Session::start(project.root(), &[("NO_COLOR", "1")], 100, 30);
+    tui.wait_for(
+        &["prompts/capital.prompty", "capital of France", "tokens, "],
+        Duration::from_secs(20),
+    );
+    tui.keys(&["C-r"]);
+    // The first request loads the model (and fetches it once on a fresh machine).
+    let screen = tui.wait_for(&["run done"], Duration::from_secs(600));
+    assert!(screen.contains("Paris"), "{screen}");
+    assert!(screen.contains("✓ icontains"), "{screen}");
+    tui.keys(&["C-q"]);
+    tui.wait_for(&["EXITED 0"], Duration::from_secs(20));
+    assert!(!tui.alternate_screen());
+}
