@@ -12,7 +12,7 @@ use super::render::prepare;
 use super::{CliError, Exit, RunCommand};
 use crate::backend::{Backend, Parameters};
 use crate::project::Project;
-use crate::store::{self, CaseResult, RunMeta, RunStatus, Store, TokenUsage};
+use crate::store::{CaseResult, RunMeta, RunStatus, Store};
 use crate::suite::evaluate::CaseVerdict;
 use crate::{execution, library};
 
@@ -198,48 +198,17 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
         );
     }
 
-    let result = CaseResult {
-        case: case.map_or(0, |c| c.index as u32),
-        sample: 0,
+    let mut result = CaseResult::started(
+        case.map_or(0, |c| c.index as u32),
+        0,
         case_name,
-        messages: if executed.messages.is_empty() {
+        if executed.messages.is_empty() {
             &rendered.messages
         } else {
             &executed.messages
-        }
-        .iter()
-        .map(|m| store::Message {
-            role: m.role.as_str().to_owned(),
-            content: m.content.clone(),
-        })
-        .collect(),
-        output: executed.output.clone(),
-        finish_reason: executed.finish_reason.clone(),
-        latency_ms: executed.latency_ms,
-        ttft_ms: executed.ttft_ms,
-        usage: TokenUsage {
-            input: executed.usage.input_tokens,
-            output: executed.usage.output_tokens,
         },
-        cost: executed.cost.unwrap_or(0.0),
-        error: match executed.status {
-            execution::ExecutionStatus::Interrupted => Some("interrupted".to_owned()),
-            _ => executed.error.clone(),
-        },
-        cached: executed.cached,
-        assertions: executed
-            .verdict
-            .iter()
-            .flat_map(|v| v.results.iter())
-            .filter_map(|r| serde_json::to_value(r).ok())
-            .collect(),
-        passed: executed.verdict.as_ref().map(|v| v.pass),
-        // A plain call is fully described by the fields above; anything more (samples, stages,
-        // tool turns, judge calls) is kept in the technique record.
-        technique: (executed.kind != "plain" || executed.calls.len() > 1)
-            .then(|| serde_json::to_value(executed.technique_record()).ok())
-            .flatten(),
-    };
+    );
+    executed.fill_record(&mut result);
     let status = match executed.status {
         execution::ExecutionStatus::Complete => RunStatus::Complete,
         execution::ExecutionStatus::Failed => RunStatus::Failed,

@@ -284,6 +284,37 @@ pub struct CaseExecution {
 }
 
 impl CaseExecution {
+    /// Copies what a stored result keeps into `record`: output, timings, usage, cost, the
+    /// verdict's assertions and, for anything beyond one plain call, the technique record.
+    /// An interrupted execution is recorded with the error "interrupted".
+    pub fn fill_record(&self, record: &mut crate::store::CaseResult) {
+        record.output.clone_from(&self.output);
+        record.finish_reason.clone_from(&self.finish_reason);
+        record.latency_ms = self.latency_ms;
+        record.ttft_ms = self.ttft_ms;
+        record.usage = crate::store::TokenUsage {
+            input: self.usage.input_tokens,
+            output: self.usage.output_tokens,
+        };
+        record.cost = self.cost.unwrap_or(0.0);
+        record.cached = self.cached;
+        record.error = match self.status {
+            ExecutionStatus::Interrupted => Some("interrupted".to_owned()),
+            _ => self.error.clone(),
+        };
+        record.assertions = self
+            .verdict
+            .iter()
+            .flat_map(|v| v.results.iter())
+            .filter_map(|r| serde_json::to_value(r).ok())
+            .collect();
+        record.passed = self.verdict.as_ref().map(|v| v.pass);
+        // A plain call is fully described by the fields above.
+        record.technique = (self.kind != "plain" || self.calls.len() > 1)
+            .then(|| serde_json::to_value(self.technique_record()).ok())
+            .flatten();
+    }
+
     /// The part of the execution a stored result keeps beside its plain fields.
     pub fn technique_record(&self) -> TechniqueRecord {
         TechniqueRecord {

@@ -26,7 +26,7 @@ use crate::backend::{Backend, BackendError, ChatRequest, Chunk, Parameters};
 use crate::execution::{self, Judges};
 use crate::library::{PromptUnit, RenderedCase};
 use crate::project::Project;
-use crate::store::{self, CaseResult, RunId, Store, StoreError, TokenUsage};
+use crate::store::{CaseResult, RunId, Store, StoreError, TokenUsage};
 use crate::suite::TestCase;
 use crate::suite::evaluate::{AssertionResult, Observation};
 
@@ -177,32 +177,12 @@ pub async fn execute_plain(job: CaseJob<'_>) -> Executed {
     };
     let start = Instant::now();
     let elapsed = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut record = CaseResult {
-        case: job.case.index(),
-        sample: job.sample,
-        case_name: job.case.name(),
-        messages: job
-            .case
-            .rendered
-            .messages
-            .iter()
-            .map(|m| store::Message {
-                role: m.role.as_str().to_owned(),
-                content: m.content.clone(),
-            })
-            .collect(),
-        output: String::new(),
-        finish_reason: None,
-        latency_ms: 0,
-        ttft_ms: None,
-        usage: TokenUsage::default(),
-        cost: 0.0,
-        error: None,
-        cached: false,
-        assertions: Vec::new(),
-        passed: None,
-        technique: None,
-    };
+    let mut record = CaseResult::started(
+        job.case.index(),
+        job.sample,
+        job.case.name(),
+        &job.case.rendered.messages,
+    );
     let mut stream = job.backend.backend.stream(request);
     let mut interrupted = false;
     let mut done = None;
@@ -335,32 +315,12 @@ async fn execute_technique(
             future.await
         }
     };
-    let mut record = CaseResult {
-        case: job.case.index(),
-        sample: job.sample,
-        case_name: job.case.name(),
-        messages: job
-            .case
-            .rendered
-            .messages
-            .iter()
-            .map(|m| store::Message {
-                role: m.role.as_str().to_owned(),
-                content: m.content.clone(),
-            })
-            .collect(),
-        output: String::new(),
-        finish_reason: None,
-        latency_ms: 0,
-        ttft_ms: None,
-        usage: TokenUsage::default(),
-        cost: 0.0,
-        error: None,
-        cached: false,
-        assertions: Vec::new(),
-        passed: None,
-        technique: None,
-    };
+    let mut record = CaseResult::started(
+        job.case.index(),
+        job.sample,
+        job.case.name(),
+        &job.case.rendered.messages,
+    );
     let executed = match result {
         Ok(executed) => executed,
         Err(error) => {
@@ -375,24 +335,7 @@ async fn execute_technique(
         }
     };
     let interrupted = executed.status == execution::ExecutionStatus::Interrupted;
-    record.output.clone_from(&executed.output);
-    record.finish_reason.clone_from(&executed.finish_reason);
-    record.latency_ms = executed.latency_ms;
-    record.ttft_ms = executed.ttft_ms;
-    record.usage = TokenUsage {
-        input: executed.usage.input_tokens,
-        output: executed.usage.output_tokens,
-    };
-    record.cost = executed.cost.unwrap_or(0.0);
-    record.cached = executed.cached;
-    record.error = if interrupted {
-        Some("interrupted".to_owned())
-    } else {
-        executed.error.clone()
-    };
-    record.technique = (executed.kind != "plain" || executed.calls.len() > 1)
-        .then(|| serde_json::to_value(executed.technique_record()).ok())
-        .flatten();
+    executed.fill_record(&mut record);
     let mut out = Executed {
         assertions: Vec::new(),
         score: 0.0,
@@ -405,12 +348,6 @@ async fn execute_technique(
     }
     match (&executed.verdict, &job.case.case) {
         (Some(verdict), Some(_)) => {
-            out.record.assertions = verdict
-                .results
-                .iter()
-                .filter_map(|r| serde_json::to_value(r).ok())
-                .collect();
-            out.record.passed = Some(verdict.pass);
             out.score = verdict.score;
             if !verdict.pass {
                 out.reason.clone_from(&verdict.reason);

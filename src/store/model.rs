@@ -243,6 +243,40 @@ pub struct CaseResult {
     pub technique: Option<serde_json::Value>,
 }
 
+impl CaseResult {
+    /// A result not yet produced: the case, the sample and the messages sent, nothing back.
+    pub fn started(
+        case: u32,
+        sample: u32,
+        case_name: String,
+        messages: &[crate::prompt::Message],
+    ) -> CaseResult {
+        CaseResult {
+            case,
+            sample,
+            case_name,
+            messages: messages
+                .iter()
+                .map(|m| Message {
+                    role: m.role.as_str().to_owned(),
+                    content: m.content.clone(),
+                })
+                .collect(),
+            output: String::new(),
+            finish_reason: None,
+            latency_ms: 0,
+            ttft_ms: None,
+            usage: TokenUsage::default(),
+            cost: 0.0,
+            error: None,
+            cached: false,
+            assertions: Vec::new(),
+            passed: None,
+            technique: None,
+        }
+    }
+}
+
 /// Counts of what an import added (already-present items are not counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImportSummary {

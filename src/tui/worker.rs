@@ -955,30 +955,12 @@ impl RunJob {
         spec: &CellSpec,
         cell: usize,
     ) -> (Result<CellDone, String>, CaseResult, RunStatus) {
-        let mut result = CaseResult {
-            case: spec.case.map_or(0, |c| c as u32),
-            sample: spec.sample,
-            case_name: case.map_or_else(|| "sample".to_owned(), TestCase::name),
-            messages: rendered
-                .messages
-                .iter()
-                .map(|m| store::Message {
-                    role: m.role.as_str().to_owned(),
-                    content: m.content.clone(),
-                })
-                .collect(),
-            output: String::new(),
-            finish_reason: None,
-            latency_ms: 0,
-            ttft_ms: None,
-            usage: TokenUsage::default(),
-            cost: 0.0,
-            error: None,
-            cached: false,
-            assertions: Vec::new(),
-            passed: None,
-            technique: None,
-        };
+        let mut result = CaseResult::started(
+            spec.case.map_or(0, |c| c as u32),
+            spec.sample,
+            case.map_or_else(|| "sample".to_owned(), TestCase::name),
+            &rendered.messages,
+        );
         let judges = {
             let project = Arc::clone(&self.project);
             let names = crate::cli::run::open_judges_plan(&project, case.into_iter());
@@ -1070,28 +1052,9 @@ impl RunJob {
                 return (Err(e.to_string()), result, RunStatus::Failed);
             }
         };
-        result.output.clone_from(&executed.output);
-        result.finish_reason.clone_from(&executed.finish_reason);
-        result.latency_ms = executed.latency_ms;
-        result.ttft_ms = executed.ttft_ms;
-        result.usage = TokenUsage {
-            input: executed.usage.input_tokens,
-            output: executed.usage.output_tokens,
-        };
-        result.cost = executed.cost.unwrap_or(0.0);
-        result.cached = executed.cached;
-        result.technique = serde_json::to_value(executed.technique_record()).ok();
-        if let Some(verdict) = &executed.verdict {
-            result.assertions = verdict
-                .results
-                .iter()
-                .filter_map(|r| serde_json::to_value(r).ok())
-                .collect();
-            result.passed = Some(verdict.pass);
-        }
+        executed.fill_record(&mut result);
         match executed.status {
             crate::execution::ExecutionStatus::Interrupted => {
-                result.error = Some("interrupted".to_owned());
                 (Err("cancelled".to_owned()), result, RunStatus::Interrupted)
             }
             crate::execution::ExecutionStatus::Failed => {
@@ -1275,28 +1238,15 @@ impl RunJob {
             })
             .await;
             let mut result = CaseResult {
-                case: spec.case.map_or(0, |c| c as u32),
-                sample: spec.sample,
-                case_name: case.map_or_else(|| "sample".to_owned(), TestCase::name),
-                messages: r
-                    .messages
-                    .iter()
-                    .map(|m| store::Message {
-                        role: m.role.as_str().to_owned(),
-                        content: m.content.clone(),
-                    })
-                    .collect(),
                 output: streamed.text.clone(),
-                finish_reason: None,
                 latency_ms: streamed.latency_ms,
                 ttft_ms: streamed.ttft_ms,
-                usage: TokenUsage::default(),
-                cost: 0.0,
-                error: None,
-                cached: false,
-                assertions: Vec::new(),
-                passed: None,
-                technique: None,
+                ..CaseResult::started(
+                    spec.case.map_or(0, |c| c as u32),
+                    spec.sample,
+                    case.map_or_else(|| "sample".to_owned(), TestCase::name),
+                    &r.messages,
+                )
             };
             let outcome = match streamed.end {
                 StreamEnd::Done(done) => {
