@@ -100,6 +100,11 @@ impl Fixture {
                 server.url()
             ));
         }
+        // The smart model again with hot sampling: a second sampling configuration.
+        config.push_str(&format!(
+            "\n[backends.hot]\nkind = \"openai\"\nmodel = \"m-smart\"\nbase_url = \"{}/v1\"\nretries = 0\nsampling = {{ temperature = 0.9, top_p = 0.5 }}\n",
+            smart.url()
+        ));
         let project = TempProject::with_config(&config);
         project.write("prompts/sent.prompty", PROMPT);
         project.write("prompts/sent.tests.yaml", TESTS);
@@ -135,7 +140,9 @@ fn backend<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 fn close(value: &Value, expected: f64) {
-    let v = value.as_f64().unwrap_or_else(|| panic!("not a number: {value}"));
+    let v = value
+        .as_f64()
+        .unwrap_or_else(|| panic!("not a number: {value}"));
     assert!((v - expected).abs() < 1e-9, "{v} != {expected}");
 }
 
@@ -195,11 +202,18 @@ fn reuse_makes_no_new_requests() {
     reuse.push("--reuse");
     let run = f.run(&reuse);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.contains("reusing 2 stored runs"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("reusing 2 stored runs"),
+        "{}",
+        run.stderr
+    );
     let second: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!((f.smart.count(), f.grumpy.count()), (3, 3));
     assert_eq!(first["run_ids"], second["run_ids"]);
-    assert_eq!(first["backends"][0]["accuracy"], second["backends"][0]["accuracy"]);
+    assert_eq!(
+        first["backends"][0]["accuracy"],
+        second["backends"][0]["accuracy"]
+    );
 
     // Asking for more samples than stored runs hold runs again (only what is missing).
     reuse.extend(["--samples", "2"]);
@@ -230,7 +244,10 @@ fn perturb_runs_perturbed_cases_and_reports_the_drop() {
     // The pass rate is over the original inputs only.
     close(&smart["accuracy"]["pass_rate"], 1.0);
     // grumpy answers the same whatever the input: no drop.
-    close(&backend(&report, "grumpy")["robustness"]["perturbation_drop"], 0.0);
+    close(
+        &backend(&report, "grumpy")["robustness"]["perturbation_drop"],
+        0.0,
+    );
 
     // Stored with a recognisable case name.
     let runs = f.json(&["runs", "sent", "--format", "json"]);
@@ -286,7 +303,11 @@ fn usage_errors_exit_2() {
     f.project.write("prompts/bare.prompty", PROMPT);
     let run = f.run(&["compare", "bare", "--backend", "smart"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("no prompt has test cases"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no prompt has test cases"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(f.smart.count(), 0);
 }
 
@@ -299,7 +320,8 @@ fn terminal_table_snapshot() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(!run.stdout.contains('\x1b'), "no colour with NO_COLOR");
     let ids = regex::Regex::new(r"[0-9a-f]{16}").expect("regex");
-    let timing = regex::Regex::new(r"^(  (?:latency p\d+|TTFT p\d+|output tokens/s))\s.*$").expect("regex");
+    let timing =
+        regex::Regex::new(r"^(  (?:latency p\d+|TTFT p\d+|output tokens/s))\s.*$").expect("regex");
     let table: String = run
         .stdout
         .lines()
@@ -310,4 +332,44 @@ fn terminal_table_snapshot() {
         .collect::<Vec<_>>()
         .join("\n");
     insta::assert_snapshot!("table", table);
+}
+
+/// A backend's `sampling` table is laid over the prompt's parameters, so one model at two
+/// sampling configurations is two columns.
+#[test]
+fn backend_sampling_reaches_the_requests() {
+    let f = Fixture::new();
+    let report = f.json(&[
+        "compare",
+        "--backend",
+        "smart,hot",
+        "--format",
+        "json",
+        "--no-cache",
+    ]);
+    assert_eq!(f.smart.count(), 6);
+    let mut temperatures: Vec<String> = (0..6)
+        .map(|i| {
+            let body = f.smart.request(i).json();
+            format!("{} {}", body["temperature"], body["top_p"])
+        })
+        .collect();
+    temperatures.sort();
+    assert_eq!(
+        temperatures,
+        [
+            "0.0 null", "0.0 null", "0.0 null", "0.9 0.5", "0.9 0.5", "0.9 0.5"
+        ]
+    );
+    // The stored run records the parameters it ran with.
+    let runs = f.json(&["runs", "--format", "json"]);
+    let hot = runs
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["backend"] == "hot"))
+        .unwrap_or_else(|| panic!("{runs:#}"));
+    let id = hot["id"].as_str().expect("a run id").to_owned();
+    let shown = f.json(&["show", &id, "--format", "json"]);
+    let text = shown.to_string();
+    assert!(text.contains(r#""temperature":0.9"#), "{shown:#}");
+    assert_eq!(report["backends"][1]["backend"], "hot");
 }

@@ -124,9 +124,8 @@ pub fn run(project: &Project, cwd: &Path, args: &CompareArgs) -> Result<Exit, Cl
     let perturbations = match args.perturb.as_deref() {
         None => Vec::new(),
         Some("") => Perturbation::standard_set(),
-        Some(list) => {
-            Perturbation::parse_list(list).map_err(|e| CliError::Usage(format!("--perturb: {e}")))?
-        }
+        Some(list) => Perturbation::parse_list(list)
+            .map_err(|e| CliError::Usage(format!("--perturb: {e}")))?,
     };
 
     // Select and render the cases, original and perturbed.
@@ -157,7 +156,8 @@ pub fn run(project: &Project, cwd: &Path, args: &CompareArgs) -> Result<Exit, Cl
         for case in &originals {
             let name = case.name();
             let weight = case_weight(case);
-            info.cases.insert(name.clone(), (name.clone(), None, weight));
+            info.cases
+                .insert(name.clone(), (name.clone(), None, weight));
             all.push((*case).clone());
             for p in &perturbations {
                 let vars = p.apply(&case.vars, args.seed);

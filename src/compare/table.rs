@@ -214,13 +214,7 @@ pub fn render_highlighted(table: &Table, start: &str, end: &str) -> String {
 
 fn render(table: &Table, highlight: Option<(&str, &str)>) -> String {
     let marked = highlight.is_none();
-    let text = |c: &Cell| {
-        format!(
-            "{}{}",
-            c.text,
-            if c.best && marked { " *" } else { "  " }
-        )
-    };
+    let text = |c: &Cell| format!("{}{}", c.text, if c.best && marked { " *" } else { "  " });
     let styled = |c: &Cell, padded: String| match highlight {
         Some((start, end)) if c.best => {
             // Padding is on the left; the escape codes go around the visible value only.
