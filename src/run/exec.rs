@@ -706,6 +706,7 @@ mod tests {
             }],
             overrides: Parameters::default(),
             no_cache: true,
+            techniques: None,
         }
     }
 
