@@ -24,7 +24,8 @@ use crate::store::{CaseResult, Run, RunStatus, Store};
 use crate::suite::TestCase;
 
 /// What separates a case name from the perturbation in the stored name of a perturbed case
-/// (`apples ~typos:10`): a tilde is unlikely in a case description and reads as "roughly".
+/// (`apples ~typos:20`, `apples ~typos:20 seed=7` with `--seed 7`): a tilde is unlikely in a
+/// case description and reads as "roughly".
 pub const PERTURBED_MARK: &str = " ~";
 
 #[derive(Debug, Args)]
@@ -85,7 +86,8 @@ Metrics per backend: accuracy (weighted pass rate, per prompt; a case's weight i
 `metadata.weight`, default 1), consistency (agreement across samples), robustness (the
 prompt-injection suite, the pass-rate drop under --perturb), speed (latency p50/p95, time to
 first token, output tokens/s) and cost (only for priced backends; local models have none).
-Every run is stored; perturbed cases are stored as `CASE ~PERTURBATION`. With --reuse a stored
+Every run is stored; perturbed cases are stored as `CASE ~PERTURBATION` (`seed=S` added for
+a --seed other than 0). With --reuse a stored
 run counts when it is complete and holds every case (and perturbed case) with --samples samples.
 
 Exit codes: 0 ok, 1 a run was interrupted or a request failed (the report is still written),
@@ -128,81 +130,7 @@ pub fn run(project: &Project, cwd: &Path, args: &CompareArgs) -> Result<Exit, Cl
             .map_err(|e| CliError::Usage(format!("--perturb: {e}")))?,
     };
 
-    // Select and render the cases, original and perturbed.
-    let loaded = matrix::load_units(project, cwd, &args.prompts)?;
-    let mut units: Vec<MatrixUnit> = Vec::new();
-    let mut infos: Vec<UnitInfo> = Vec::new();
-    let mut errors = Vec::new();
-    let mut skipped = Vec::new();
-    for (file, unit) in loaded {
-        let originals: Vec<&TestCase> = unit
-            .suite
-            .as_ref()
-            .map(|s| s.cases.iter().collect())
-            .unwrap_or_default();
-        if originals.is_empty() {
-            skipped.push(unit.prompt.name.clone());
-            continue;
-        }
-        let mut info = UnitInfo {
-            prompt: unit.prompt.name.clone(),
-            injection: compare::is_injection_suite(&unit.prompt.front_matter.tags),
-            cases: BTreeMap::new(),
-        };
-        let mut all: Vec<TestCase> = Vec::new();
-        // The store keys results by (case index, sample): perturbed copies get indices past
-        // the file's own cases so they never overwrite an original's result.
-        let mut next_index = originals.iter().map(|c| c.index).max().unwrap_or(0);
-        for case in &originals {
-            let name = case.name();
-            let weight = case_weight(case);
-            info.cases
-                .insert(name.clone(), (name.clone(), None, weight));
-            all.push((*case).clone());
-            for p in &perturbations {
-                let vars = p.apply(&case.vars, args.seed);
-                // A perturbation that changes nothing would only measure noise.
-                if vars == case.vars {
-                    continue;
-                }
-                let label = p.name();
-                let stored = format!("{name}{PERTURBED_MARK}{label}");
-                info.cases
-                    .insert(stored.clone(), (name.clone(), Some(label), weight));
-                let mut perturbed = (*case).clone();
-                perturbed.vars = vars;
-                perturbed.description = Some(stored);
-                next_index += 1;
-                perturbed.index = next_index;
-                all.push(perturbed);
-            }
-        }
-        let refs: Vec<Option<&TestCase>> = all.iter().map(Some).collect();
-        let prepared =
-            matrix::prepare_cases(project, &unit, &refs, &Default::default(), &mut errors);
-        units.push(MatrixUnit {
-            file,
-            unit,
-            cases: prepared,
-            backends: backends.clone(),
-            vars: serde_json::Map::new(),
-        });
-        infos.push(info);
-    }
-    if errors.iter().any(Diagnostic::is_error) {
-        return Err(CliError::Diagnostics(errors));
-    }
-    if !skipped.is_empty() {
-        eprintln!(
-            "no test cases, skipped: {} (add a NAME.tests.yaml beside each)",
-            skipped.join(", ")
-        );
-    }
-    if units.is_empty() {
-        return Err(CliError::Usage(
-            "nothing to compare: no prompt has test cases".to_owned(),
-        ));
-    }
+    let (mut units, infos) = select_cases(project, cwd, args, &backends, &perturbations)?;
 
     // With --reuse: the stored runs that already hold what is needed; the rest still runs.
     let mut gathered: Vec<(usize, Run, Vec<CaseResult>)> = Vec::new();
@@ -265,41 +193,10 @@ pub fn run(project: &Project, cwd: &Path, args: &CompareArgs) -> Result<Exit, Cl
         }
     }
 
-    // Stored results → samples.
-    let mut samples = Vec::new();
-    for (i, run, results) in &gathered {
-        let info = &infos[*i];
-        let cost_known = priced(project, &run.backend);
-        let window = context_window(project, &run.backend);
-        for r in results {
-            let Some((case, perturbation, weight)) = info.cases.get(&r.case_name) else {
-                // A case of the stored run that the current suite no longer selects.
-                continue;
-            };
-            samples.push(ResultSample {
-                run_id: run.id.to_string(),
-                backend: run.backend.clone(),
-                prompt: info.prompt.clone(),
-                prompt_version: run.version.clone(),
-                case: case.clone(),
-                sample: r.sample,
-                perturbation: perturbation.clone(),
-                injection_suite: info.injection,
-                weight: *weight,
-                passed: r.passed.unwrap_or(false),
-                // The store keeps the verdict, not the weighted score: a pass scores 1.
-                score: if r.passed == Some(true) { 1.0 } else { 0.0 },
-                answer: r.output.trim().to_owned(),
-                self_consistency: self_consistency(r),
-                latency_ms: r.latency_ms as f64,
-                ttft_ms: r.ttft_ms.map(|t| t as f64),
-                tokens_in: r.usage.input,
-                tokens_out: r.usage.output,
-                cost_usd: cost_known.then_some(r.cost),
-                context_window: window,
-            });
-        }
-    }
+    let samples: Vec<ResultSample> = gathered
+        .iter()
+        .flat_map(|(i, run, results)| samples_of(project, &infos[*i], run, results))
+        .collect();
     let report = compare::compare(
         &samples,
         &CompareOptions {
@@ -346,6 +243,140 @@ pub fn run(project: &Project, cwd: &Path, args: &CompareArgs) -> Result<Exit, Cl
     } else {
         Exit::Ok
     })
+}
+
+/// Loads the prompts, selects their cases, adds a perturbed copy of each case per perturbation
+/// that changes its variables, and renders them all: the units to run on every backend and what
+/// the adapter needs to read their results back.
+fn select_cases(
+    project: &Project,
+    cwd: &Path,
+    args: &CompareArgs,
+    backends: &[String],
+    perturbations: &[Perturbation],
+) -> Result<(Vec<MatrixUnit>, Vec<UnitInfo>), CliError> {
+    let loaded = matrix::load_units(project, cwd, &args.prompts)?;
+    let mut units: Vec<MatrixUnit> = Vec::new();
+    let mut infos: Vec<UnitInfo> = Vec::new();
+    let mut errors = Vec::new();
+    let mut skipped = Vec::new();
+    for (file, unit) in loaded {
+        let originals: Vec<&TestCase> = unit
+            .suite
+            .as_ref()
+            .map(|s| s.cases.iter().collect())
+            .unwrap_or_default();
+        if originals.is_empty() {
+            skipped.push(unit.prompt.name.clone());
+            continue;
+        }
+        let mut info = UnitInfo {
+            prompt: unit.prompt.name.clone(),
+            injection: compare::is_injection_suite(&unit.prompt.front_matter.tags),
+            cases: BTreeMap::new(),
+        };
+        let mut all: Vec<TestCase> = Vec::new();
+        // The store keys results by (case index, sample): perturbed copies get indices past
+        // the file's own cases so they never overwrite an original's result.
+        let mut next_index = originals.iter().map(|c| c.index).max().unwrap_or(0);
+        for case in &originals {
+            let name = case.name();
+            let weight = case_weight(case);
+            info.cases
+                .insert(name.clone(), (name.clone(), None, weight));
+            all.push((*case).clone());
+            for p in perturbations {
+                let vars = p.apply(&case.vars, args.seed);
+                // A perturbation that changes nothing would only measure noise.
+                if vars == case.vars {
+                    continue;
+                }
+                let label = p.name();
+                // Another seed perturbs differently, so it is part of the stored name: `--reuse`
+                // must not take a run perturbed with another seed.
+                let stored = if args.seed == 0 {
+                    format!("{name}{PERTURBED_MARK}{label}")
+                } else {
+                    format!("{name}{PERTURBED_MARK}{label} seed={}", args.seed)
+                };
+                info.cases
+                    .insert(stored.clone(), (name.clone(), Some(label), weight));
+                let mut perturbed = (*case).clone();
+                perturbed.vars = vars;
+                perturbed.description = Some(stored);
+                next_index += 1;
+                perturbed.index = next_index;
+                all.push(perturbed);
+            }
+        }
+        let refs: Vec<Option<&TestCase>> = all.iter().map(Some).collect();
+        let prepared =
+            matrix::prepare_cases(project, &unit, &refs, &Default::default(), &mut errors);
+        units.push(MatrixUnit {
+            file,
+            unit,
+            cases: prepared,
+            backends: backends.to_vec(),
+            vars: serde_json::Map::new(),
+        });
+        infos.push(info);
+    }
+    if errors.iter().any(Diagnostic::is_error) {
+        return Err(CliError::Diagnostics(errors));
+    }
+    if !skipped.is_empty() {
+        eprintln!(
+            "no test cases, skipped: {} (add a NAME.tests.yaml beside each)",
+            skipped.join(", ")
+        );
+    }
+    if units.is_empty() {
+        return Err(CliError::Usage(
+            "nothing to compare: no prompt has test cases".to_owned(),
+        ));
+    }
+
+    Ok((units, infos))
+}
+
+/// One stored run's results as comparison samples (the table in the module docs of
+/// `compare`): cases the current suite no longer selects are left out.
+fn samples_of(
+    project: &Project,
+    info: &UnitInfo,
+    run: &Run,
+    results: &[CaseResult],
+) -> Vec<ResultSample> {
+    let cost_known = priced(project, &run.backend);
+    let window = context_window(project, &run.backend);
+    results
+        .iter()
+        .filter_map(|r| {
+            let (case, perturbation, weight) = info.cases.get(&r.case_name)?;
+            Some(ResultSample {
+                run_id: run.id.to_string(),
+                backend: run.backend.clone(),
+                prompt: info.prompt.clone(),
+                prompt_version: run.version.clone(),
+                case: case.clone(),
+                sample: r.sample,
+                perturbation: perturbation.clone(),
+                injection_suite: info.injection,
+                weight: *weight,
+                passed: r.passed.unwrap_or(false),
+                // The store keeps the verdict, not the weighted score: a pass scores 1.
+                score: if r.passed == Some(true) { 1.0 } else { 0.0 },
+                answer: r.output.trim().to_owned(),
+                self_consistency: self_consistency(r),
+                latency_ms: r.latency_ms as f64,
+                ttft_ms: r.ttft_ms.map(|t| t as f64),
+                tokens_in: r.usage.input,
+                tokens_out: r.usage.output,
+                cost_usd: cost_known.then_some(r.cost),
+                context_window: window,
+            })
+        })
+        .collect()
 }
 
 /// A case's weight: its numeric `metadata.weight`, else 1 (promptfoo's schema has none).
