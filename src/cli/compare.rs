@@ -432,11 +432,20 @@ fn priced(project: &Project, backend: &str) -> bool {
     }
 }
 
-/// The context window of the backend's model, where promptdeck knows it: for now neither the
-/// local engine (known only once the model loads) nor the API backends expose it without a
-/// request, so this is `None` and context-window use is reported as "–".
-fn context_window(_project: &Project, _backend: &str) -> Option<u64> {
-    None
+/// The context window of the backend's model where promptdeck knows it without a request: for
+/// a local backend the context the engine serves (the GGUF's declared length, capped as the
+/// engine caps it), read from the model file's metadata if the file is already here (never
+/// fetched for this). API backends report no window, so theirs is `None` ("–").
+fn context_window(project: &Project, backend: &str) -> Option<u64> {
+    let raw = project.config.backends.get(backend)?;
+    if raw.kind != crate::project::BackendKind::Local {
+        return None;
+    }
+    let configured = raw.model.as_ref().map(|m| project.root.join(m));
+    let (path, _) = crate::local::models::locate_default(configured.as_deref()).ok()??;
+    let gguf = crate::local::gguf::GgufModel::open(&path).ok()?;
+    let window = crate::local::engine::usable_context(&gguf).ok()?;
+    u64::try_from(window).ok()
 }
 
 /// Self-consistency agreement from a stored technique record.
