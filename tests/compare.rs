@@ -332,6 +332,23 @@ fn terminal_table_snapshot() {
         .collect::<Vec<_>>()
         .join("\n");
     insta::assert_snapshot!("table", table);
+
+    // --color always highlights the best values instead of marking them.
+    let run = f.run(&[
+        "compare",
+        "--backend",
+        "smart,grumpy",
+        "--reuse",
+        "--color",
+        "always",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("\x1b[1;32m100.0%\x1b[0m"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains(" *"), "{}", run.stdout);
 }
 
 /// A backend's `sampling` table is laid over the prompt's parameters, so one model at two

@@ -333,6 +333,20 @@ mod tests {
     }
 
     #[test]
+    fn highlighted_lines_up_with_plain() {
+        let t = fixture_table();
+        let plain = render_plain(&t);
+        let coloured = render_highlighted(&t, "<b>", "</b>");
+        assert!(coloured.contains("<b>80.0%</b>"), "{coloured}");
+        // Without the markers every row is as wide as the plain one, minus the `*` marks.
+        let stripped = coloured.replace("<b>", "").replace("</b>", "");
+        for (c, p) in stripped.lines().zip(plain.lines()).take(t.rows.len()) {
+            assert_eq!(c.trim_end(), p.replace(" *", "  ").trim_end());
+        }
+        assert!(!stripped.contains(" *"));
+    }
+
+    #[test]
     fn one_backend_marks_nothing() {
         let samples = vec![ResultSample {
             latency_ms: 10.0,
