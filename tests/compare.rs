@@ -260,6 +260,14 @@ fn perturb_runs_perturbed_cases_and_reports_the_drop() {
         .filter_map(|r| r["case_name"].as_str())
         .collect();
     assert!(names.contains(&"good ~case-upper"), "{names:?}");
+
+    // `promptdeck test` with that version as its baseline sees only the tests file's cases.
+    let label = f.run(&["label", "set", "baseline", "sent@latest"]);
+    assert_eq!(label.code, 0, "{label:?}");
+    let test = f.run(&["test", "sent", "--backend", "smart", "--no-cache"]);
+    assert_eq!(test.code, 0, "{test:?}");
+    assert!(!test.stdout.contains('~'), "{}", test.stdout);
+    assert!(test.stdout.contains("ok 3 cases"), "{}", test.stdout);
 }
 
 #[test]
