@@ -173,6 +173,21 @@ pub struct RawBackend {
     pub threads: Option<u32>,
     /// Local engine: keep the weights in their stored layout for bit-exact results.
     pub exact: Option<bool>,
+    /// Sampling parameters laid over every prompt's own on this backend (the command line's
+    /// still win): two entries for one model are two sampling configurations to compare.
+    pub sampling: Option<RawSampling>,
+}
+
+/// A backend's `sampling` table: the sampling subset of a prompt's `model.parameters`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSampling {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u32>,
+    pub min_p: Option<f64>,
+    pub seed: Option<u64>,
+    pub repeat_penalty: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -277,6 +292,7 @@ impl Config {
                 prices: None,
                 threads: None,
                 exact: None,
+                sampling: None,
             });
         for (name, backend) in &backends {
             let table = format!("[backends.{name}]");
@@ -546,6 +562,28 @@ impl Project {
             output: p.output,
         });
         Ok(Some(config))
+    }
+
+    /// The `sampling` table of a backend as parameters to lay over a prompt's own (empty for
+    /// an unknown backend or one without the table).
+    pub fn backend_sampling(&self, name: &str) -> crate::backend::Parameters {
+        let Some(s) = self
+            .config
+            .backends
+            .get(name)
+            .and_then(|b| b.sampling.as_ref())
+        else {
+            return crate::backend::Parameters::default();
+        };
+        crate::backend::Parameters {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: s.top_k,
+            min_p: s.min_p,
+            seed: s.seed,
+            repeat_penalty: s.repeat_penalty,
+            ..crate::backend::Parameters::default()
+        }
     }
 
     pub fn workspace(&self) -> DiskWorkspace {

@@ -50,6 +50,7 @@ fn version_and_help() {
         "completions",
         "run",
         "test",
+        "compare",
         "import-promptfoo",
         "tui",
         "bench",

@@ -99,6 +99,7 @@ pub fn open_backends(project: &Project, names: &[String]) -> Result<Vec<BackendH
                 model: opened.model,
                 backend: opened.backend,
                 concurrency,
+                parameters: project.backend_sampling(name),
             })
         })
         .collect()
@@ -216,7 +217,12 @@ pub fn run_matrix(
         let parameters = unit
             .cases
             .first()
-            .map(|c| c.rendered.parameters.overlay(&options.overrides))
+            .map(|c| {
+                c.rendered
+                    .parameters
+                    .overlay(&backend.parameters)
+                    .overlay(&options.overrides)
+            })
             .unwrap_or_default();
         runs.push(store.begin_run(RunMeta {
             version: versions[group.unit].clone(),

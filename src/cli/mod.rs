@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod bench_harness;
 pub mod check;
+pub mod compare;
 pub mod diff;
 pub mod import_promptfoo;
 pub mod init;
@@ -69,6 +70,7 @@ Examples:
   promptdeck history cot/math
   promptdeck diff cot/math@prod working
   promptdeck test --baseline-file tests/baseline.json --junit junit.xml
+  promptdeck compare classify/zero-shot --backend local,gpt-4o-mini --html report.html
   promptdeck completions bash > ~/.local/share/bash-completion/completions/promptdeck
 
 Exit codes: 0 ok, 1 tests failed, 2 usage, config or input error.";
@@ -145,6 +147,9 @@ backend ([defaults] judge).")]
     /// Run every test case, compare with the baseline, write reports; exit 1 on failures.
     #[command(after_help = test::AFTER_HELP)]
     Test(test::TestArgs),
+    /// Compare backends on the prompts' suites: accuracy, consistency, robustness, speed, cost.
+    #[command(after_help = compare::AFTER_HELP)]
+    Compare(compare::CompareArgs),
     /// Convert a promptfoo config into promptdeck prompts, tests files and backends.
     #[command(name = "import-promptfoo", after_help = import_promptfoo::AFTER_HELP)]
     ImportPromptfoo {
@@ -522,6 +527,10 @@ pub fn dispatch(cli: Cli) -> Result<Exit, CliError> {
         Command::Test(args) => {
             let project = Project::discover(&cwd, cli.project.as_deref())?;
             test::run(&project, &cwd, &args)
+        }
+        Command::Compare(args) => {
+            let project = Project::discover(&cwd, cli.project.as_deref())?;
+            compare::run(&project, &cwd, &args)
         }
         Command::Commit { prompt, message } => versions::commit(
             &Project::discover(&cwd, cli.project.as_deref())?,

@@ -91,7 +91,10 @@ pub fn run(project: &Project, cwd: &Path, args: &RunCommand) -> Result<Exit, Cli
         max_tokens: args.max_tokens,
         ..Parameters::default()
     };
-    let parameters = rendered.parameters.overlay(&overrides_parameters);
+    let parameters = rendered
+        .parameters
+        .overlay(&project.backend_sampling(&backend_name))
+        .overlay(&overrides_parameters);
     let overrides = super::render::parse_overrides(&unit.prompt, &args.target.vars)?;
     // Judges are configuration: a model-graded assertion without one stops here, before a
     // backend is opened or a run recorded.

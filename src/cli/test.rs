@@ -479,7 +479,12 @@ fn cases_of_results(
 ) -> Vec<BaselineCase> {
     let mut cases: Vec<BaselineCase> = Vec::new();
     let mut verdicts: Vec<Vec<Option<bool>>> = Vec::new();
-    for r in results {
+    // A `compare --perturb` run of the same version also holds perturbed copies of the cases;
+    // they are not cases of the tests file, so they are no baseline for one.
+    let originals = results
+        .iter()
+        .filter(|r| !r.case_name.contains(super::compare::PERTURBED_MARK));
+    for r in originals {
         match cases.last() {
             Some(last) if last.case == r.case_name => {
                 if let Some(v) = verdicts.last_mut() {

@@ -83,13 +83,14 @@ pub fn render_html(report: &CompareReport, options: &HtmlOptions) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n<header>\n<h1>{title}</h1>\n"
     );
-    let mut meta = format!(
-        "{} backends · {} prompts · {} samples · {} runs",
-        report.backends.len(),
-        report.prompts.len(),
-        report.samples,
-        report.run_ids.len()
-    );
+    let count = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut meta = [
+        count(report.backends.len(), "backend"),
+        count(report.prompts.len(), "prompt"),
+        count(report.samples, "sample"),
+        count(report.run_ids.len(), "run"),
+    ]
+    .join(" · ");
     if let Some(at) = &options.generated_at {
         meta.push_str(" · ");
         meta.push_str(at);

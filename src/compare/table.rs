@@ -202,7 +202,28 @@ fn mark_best(mut row: Row) -> Row {
 /// Plain text: a header line, one line per section name, metric lines indented, right-aligned
 /// values, `*` after a best value, and a legend line. Widths count characters, not bytes.
 pub fn render_plain(table: &Table) -> String {
-    let text = |c: &Cell| format!("{}{}", c.text, if c.best { " *" } else { "  " });
+    render(table, None)
+}
+
+/// Like [`render_plain`], but each best value is wrapped in `start`..`end` (terminal escape
+/// codes) instead of marked with `*`; the legend says so. Widths count the visible text only,
+/// so columns line up as in the plain table.
+pub fn render_highlighted(table: &Table, start: &str, end: &str) -> String {
+    render(table, Some((start, end)))
+}
+
+fn render(table: &Table, highlight: Option<(&str, &str)>) -> String {
+    let marked = highlight.is_none();
+    let text = |c: &Cell| format!("{}{}", c.text, if c.best && marked { " *" } else { "  " });
+    let styled = |c: &Cell, padded: String| match highlight {
+        Some((start, end)) if c.best => {
+            // Padding is on the left; the escape codes go around the visible value only.
+            let visible = padded.trim_start().len();
+            let (pad, value) = padded.split_at(padded.len() - visible);
+            format!("{pad}{start}{}{end}  ", value.trim_end())
+        }
+        _ => padded,
+    };
     let metric_width = table
         .rows
         .iter()
@@ -252,12 +273,16 @@ pub fn render_plain(table: &Table) -> String {
         let mut line = pad_right(&format!("  {}", row.metric), metric_width);
         for (cell, w) in row.cells.iter().zip(&widths) {
             line.push_str("  ");
-            line.push_str(&pad_left(&text(cell), *w));
+            line.push_str(&styled(cell, pad_left(&text(cell), *w)));
         }
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    out.push_str("* best per metric; – no data\n");
+    out.push_str(if marked {
+        "* best per metric; – no data\n"
+    } else {
+        "highlighted: best per metric; – no data\n"
+    });
     out
 }
 
@@ -305,6 +330,20 @@ mod tests {
     #[test]
     fn plain_snapshot() {
         insta::assert_snapshot!(render_plain(&fixture_table()));
+    }
+
+    #[test]
+    fn highlighted_lines_up_with_plain() {
+        let t = fixture_table();
+        let plain = render_plain(&t);
+        let coloured = render_highlighted(&t, "<b>", "</b>");
+        assert!(coloured.contains("<b>80.0%</b>"), "{coloured}");
+        // Without the markers every row is as wide as the plain one, minus the `*` marks.
+        let stripped = coloured.replace("<b>", "").replace("</b>", "");
+        for (c, p) in stripped.lines().zip(plain.lines()).take(t.rows.len()) {
+            assert_eq!(c.trim_end(), p.replace(" *", "  ").trim_end());
+        }
+        assert!(!stripped.contains(" *"));
     }
 
     #[test]

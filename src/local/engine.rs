@@ -307,6 +307,29 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The context the engine serves for a model: the declared context, capped where an
+/// architecture's implementation precomputes or masks less (also what `promptdeck compare`
+/// reports as the local model's context window).
+pub fn usable_context(gguf: &GgufModel) -> Result<usize, GgufError> {
+    let info = &gguf.info;
+    Ok(match info.architecture {
+        Architecture::Llama => info.context_length.min(LLAMA_MAX_POSITIONS),
+        // These precompute RoPE and size their caches for the declared context.
+        Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Phi3 => {
+            info.context_length.min(QWEN2_MAX_POSITIONS)
+        }
+        // candle's gemma3 applies the sliding-window mask only during prefill; past the
+        // window, decode would attend further back than the model was trained to.
+        Architecture::Gemma3 => {
+            let window = gguf
+                .metadata()
+                .opt_u64("gemma3.attention.sliding_window")?
+                .map_or(usize::MAX, |w| w as usize);
+            info.context_length.min(window).min(LLAMA_MAX_POSITIONS)
+        }
+    })
+}
+
 impl Engine {
     pub fn load(path: impl AsRef<Path>, config: &EngineConfig) -> Result<Self, EngineError> {
         let started = Instant::now();
@@ -335,22 +358,7 @@ impl Engine {
         }
 
         let info = gguf.info.clone();
-        let usable_context = match info.architecture {
-            Architecture::Llama => info.context_length.min(LLAMA_MAX_POSITIONS),
-            // These precompute RoPE and size their caches for the declared context.
-            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Phi3 => {
-                info.context_length.min(QWEN2_MAX_POSITIONS)
-            }
-            // candle's gemma3 applies the sliding-window mask only during prefill; past the
-            // window, decode would attend further back than the model was trained to.
-            Architecture::Gemma3 => {
-                let window = gguf
-                    .metadata()
-                    .opt_u64("gemma3.attention.sliding_window")?
-                    .map_or(usize::MAX, |w| w as usize);
-                info.context_length.min(window).min(LLAMA_MAX_POSITIONS)
-            }
-        };
+        let usable_context = usable_context(&gguf)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads.max(1))
             .thread_name(|i| format!("promptdeck-local-{i}"))

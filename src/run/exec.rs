@@ -76,6 +76,8 @@ pub struct BackendHandle {
     pub backend: Arc<dyn Backend>,
     /// Requests of this run in flight at once on this backend.
     pub concurrency: usize,
+    /// The backend's own sampling parameters, over each case's and under the overrides.
+    pub parameters: Parameters,
 }
 
 /// One case ready to run: the test case (`None`: the prompt's sample variables) and its
@@ -436,6 +438,7 @@ pub async fn execute(
                         parameters: unit.cases[job.case]
                             .rendered
                             .parameters
+                            .overlay(&inputs.backends[job.backend].parameters)
                             .overlay(&inputs.overrides),
                         sample: job.sample,
                         no_cache: inputs.no_cache,
@@ -636,6 +639,7 @@ mod tests {
                 model: "echo-1".into(),
                 backend: Arc::new(Echo { hang }),
                 concurrency: 2,
+                parameters: Parameters::default(),
             }],
             overrides: Parameters::default(),
             no_cache: true,
