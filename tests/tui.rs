@@ -368,3 +368,67 @@ fn tui_runs_the_local_model() {
     tui.wait_for(&["EXITED 0"], Duration::from_secs(20));
     assert!(!tui.alternate_screen());
 }
+
+/// An OpenAI stream carrying `text` in one piece.
+fn openai_text(text: &str) -> String {
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        let c = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+            "model": "gpt-test", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    };
+    let mut body = chunk(json!({"role": "assistant", "content": text}), None);
+    body.push_str(&chunk(json!({}), Some("stop")));
+    body.push_str("data: [DONE]\n\n");
+    body
+}
+
+/// A ReAct prompt run in the workbench goes through the same execution as `promptdeck run`:
+/// the tool is called, the final answer fills the cell, the trace follows it, and the
+/// assertion is checked against the final answer.
+#[test]
+fn tui_runs_a_react_prompt_and_shows_its_trace() {
+    tmux_available();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = runtime.block_on(server::Server::start(|index, _| {
+        let text = if index == 0 {
+            "Thought: multiply.\nAction: calculator[6*7]"
+        } else {
+            "Thought: done.\nFinal Answer: 42"
+        };
+        server::sse(&openai_text(text), 64)
+    }));
+    let project = TempProject::with_config(&format!(
+        "[defaults]\nbackend = \"fake\"\n\n[backends.fake]\nkind = \"openai\"\nmodel = \"gpt-test\"\n\
+         base_url = \"{}/v1\"\napi_key_env = \"PD_TUI_TEST_KEY\"\ntimeout = 10\n",
+        server.url()
+    ));
+    project.write(
+        "prompts/agent.prompty",
+        "---\nmodel:\n  parameters: {temperature: 0, max_tokens: 64, stop: ['Observation:']}\n\
+         technique: {kind: react, tools: [calculator], max_steps: 3}\n---\n\
+         Use `Action: tool[input]`; finish with `Final Answer: ...`.\nWhat is six times seven?\n",
+    );
+    project.write(
+        "prompts/agent.tests.yaml",
+        "- description: product\n  assert:\n    - {type: equals, value: '42'}\n",
+    );
+    let home = project.root().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let home = home.to_string_lossy().into_owned();
+    let tui = Session::start(
+        project.root(),
+        &[("NO_COLOR", "1"), ("HOME", &home)],
+        120,
+        40,
+    );
+    let limit = Duration::from_secs(20);
+    tui.wait_for(&["prompts/agent.prompty", "product"], limit);
+    tui.keys(&["C-r"]);
+    let screen = tui.wait_for(&["PASS", "── react ──", "calculator", "42"], limit);
+    assert_eq!(server.count(), 2, "{screen}");
+    tui.keys(&["C-q"]);
+}

@@ -158,16 +158,9 @@ pub struct Executed {
     pub interrupted: bool,
 }
 
-/// Runs one case on one backend and scores it.
-///
-/// THE SEAM for techniques: this plain implementation renders nothing itself (the case arrives
-/// rendered), sends one `ChatRequest` through `Backend::stream`, and scores the text with
-/// `suite::evaluate` (judge-graded and vote assertions leave the sample without a verdict). At
-/// merge it is to be switched to `crate::execution::execute_case(...)`, which runs the prompt's
-/// technique (self-consistency, metaprompt, ReAct, steps) and judges, and returns the text the
-/// assertions see, samples, votes, trace, usage, latency and cost: build the `Observation` from
-/// that (votes included), pass the judge to [`score::score`], and put the samples and trace in
-/// the record. The executor around it needs no change.
+/// Runs one plain case on one backend and scores it: the case arrives rendered, one
+/// `ChatRequest` goes through `Backend::stream`, and the text is scored with `suite::evaluate`.
+/// Cases with a technique or a judged assertion take [`execute_technique`] instead.
 pub async fn execute_plain(job: CaseJob<'_>) -> Executed {
     let request = ChatRequest {
         model: String::new(),

@@ -709,8 +709,8 @@ pub struct Streamed {
 
 /// Streams one request on a backend, calling `on_text` with each piece, until it ends or
 /// `cancel` turns true. Dropping the stream on cancel cancels the HTTP request or the local
-/// generation. The one place the TUI runs a case: switch it to `execution::execute_case` when
-/// techniques land.
+/// generation. Plain cells and self-consistency samples; other techniques and judged
+/// assertions go through `execution::execute_case` (`RunJob::execute_technique`).
 pub async fn stream_case(
     backend: &dyn Backend,
     request: ChatRequest,
@@ -1083,6 +1083,17 @@ impl RunJob {
                         run: self.run,
                         cell,
                         text: executed.output.clone(),
+                    });
+                }
+                // The technique's own account (a ReAct trace, a metaprompt's generated prompt,
+                // the steps' outputs) follows the answer in the cell, as `promptdeck run`
+                // prints it; comparing two cells then diffs two traces or two generations.
+                let report = crate::cli::run::technique_report(&executed);
+                if !report.is_empty() {
+                    let _ = self.tx.send(Msg::RunChunk {
+                        run: self.run,
+                        cell,
+                        text: format!("\n\n── {} ──\n{report}", executed.kind),
                     });
                 }
                 (
