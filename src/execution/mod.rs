@@ -1227,6 +1227,66 @@ impl Judge for Replies {
     }
 }
 
+/// What a technique did, for `promptdeck run`'s stderr and the workbench's cells: the votes, the ReAct trace, the generated prompt, the
+/// step outputs.
+pub fn technique_report(executed: &CaseExecution) -> String {
+    let mut out = String::new();
+    for step in &executed.steps {
+        out.push_str(&format!(
+            "step {} -> {}:\n{}\n",
+            step.prompt,
+            step.var,
+            indent_block(&step.output)
+        ));
+    }
+    if let Some(generated) = &executed.generated {
+        out.push_str(&format!(
+            "generated prompt ({}):\n{}\n",
+            generated.generator,
+            indent_block(&generated.text)
+        ));
+    }
+    if let Some(votes) = &executed.votes {
+        let answers: Vec<String> = votes
+            .answers
+            .iter()
+            .map(|a| a.clone().unwrap_or_else(|| "-".to_owned()))
+            .collect();
+        let distribution: Vec<String> = votes
+            .distribution
+            .iter()
+            .map(|(answer, count)| format!("{answer} x{count}"))
+            .collect();
+        out.push_str(&format!(
+            "samples: {}\nvotes: {} · agreement {:.2} ({} of {})\n",
+            answers.join(", "),
+            if distribution.is_empty() {
+                "no answers".to_owned()
+            } else {
+                distribution.join(", ")
+            },
+            votes.agreement,
+            votes.distribution.first().map_or(0, |(_, c)| *c),
+            votes.answers.len(),
+        ));
+    }
+    if let Some(trace) = &executed.trace {
+        out.push_str("trace:\n");
+        for line in trace.render().lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+fn indent_block(text: &str) -> String {
+    text.trim_end()
+        .lines()
+        .map(|line| format!("  | {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

@@ -1088,7 +1088,7 @@ impl RunJob {
                 // The technique's own account (a ReAct trace, a metaprompt's generated prompt,
                 // the steps' outputs) follows the answer in the cell, as `promptdeck run`
                 // prints it; comparing two cells then diffs two traces or two generations.
-                let report = crate::cli::run::technique_report(&executed);
+                let report = crate::execution::technique_report(&executed);
                 if !report.is_empty() {
                     let _ = self.tx.send(Msg::RunChunk {
                         run: self.run,
