@@ -309,6 +309,8 @@ pub fn local(
         engine
             .generate(&request, &cancel, |_| {})
             .map_err(|e| CliError::Usage(e.to_string()))?;
+        // The same prompt again would otherwise skip its prefill.
+        engine.forget_cached_prompt();
         let done = engine
             .generate(&request, &cancel, |_| {})
             .map_err(|e| CliError::Usage(e.to_string()))?;

@@ -19,7 +19,7 @@ use candle_transformers::models::{
     quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
 };
 use promptdeck_kernels::{
-    KernelError, LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData,
+    AttentionKernel, KernelError, LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData,
 };
 
 use super::chat_template::{ChatMessage, ChatTemplate, TemplateError};
@@ -195,6 +195,9 @@ pub struct Timings {
     pub decode_tokens_per_s: f64,
     /// From the start of the request to the first generated token.
     pub time_to_first_token_ms: f64,
+    /// Leading prompt tokens whose keys and values were kept from the previous request, so the
+    /// prefill skipped them (`prefill_tokens_per_s` counts only the tokens it ran).
+    pub reused_prompt_tokens: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -215,7 +218,35 @@ enum Model {
     Native {
         model: Box<LlamaModel>,
         state: LlamaState,
+        cached: CachedPrompt,
     },
+}
+
+/// The prompt whose keys and values the native cache holds from the last prefill, and the
+/// attention kernel that computed them. Generated tokens are not included: their rows came from
+/// the per-row decode kernel, which a fresh prefill of the same text might not use.
+#[derive(Debug, Default)]
+struct CachedPrompt {
+    tokens: Vec<u32>,
+    kernel: Option<AttentionKernel>,
+}
+
+impl CachedPrompt {
+    /// How many leading tokens of `prompt` can be kept so that the result is bit for bit that
+    /// of a fresh prefill: a common prefix computed with the kernel the whole prompt gets, and
+    /// never the last token, whose logits are needed.
+    fn reusable(&self, prompt: &[u32], kernel: AttentionKernel) -> usize {
+        if self.kernel != Some(kernel) {
+            return 0;
+        }
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        common.min(prompt.len().saturating_sub(1))
+    }
 }
 
 impl Model {
@@ -254,7 +285,7 @@ impl Model {
     ) -> Result<Tensor, EngineError> {
         let input = || Tensor::new(tokens, device)?.unsqueeze(0);
         let out = match self {
-            Self::Native { model, state } => {
+            Self::Native { model, state, .. } => {
                 let logits = model.forward(state, tokens, pos)?;
                 let n = logits.len();
                 return Ok(Tensor::from_vec(logits, n, device)?);
@@ -268,6 +299,31 @@ impl Model {
         Ok(out.squeeze(0)?.to_dtype(candle_core::DType::F32)?)
     }
 
+    /// Runs the prompt from position 0 and returns the last token's logits and how many
+    /// leading tokens were reused from the previous prompt instead of being run again.
+    fn prefill(&mut self, prompt: &[u32], device: &Device) -> Result<(Tensor, usize), EngineError> {
+        if let Self::Native {
+            model,
+            state,
+            cached,
+        } = self
+        {
+            let kernel = AttentionKernel::for_batch(prompt.len());
+            let reused = cached.reusable(prompt, kernel);
+            // Forgotten first: a failed forward leaves rows of the cache overwritten.
+            *cached = CachedPrompt::default();
+            let logits = model.forward_as_part_of(state, &prompt[reused..], reused, kernel)?;
+            *cached = CachedPrompt {
+                tokens: prompt.to_vec(),
+                kernel: Some(kernel),
+            };
+            let n = logits.len();
+            return Ok((Tensor::from_vec(logits, n, device)?, reused));
+        }
+        self.clear_kv_cache();
+        Ok((self.forward(prompt, 0, device)?, 0))
+    }
+
     fn clear_kv_cache(&mut self) {
         match self {
             Self::Llama(m) => m.clear_kv_cache(),
@@ -277,8 +333,7 @@ impl Model {
             // Its layers reset their cache whenever a forward starts at position 0.
             Self::Phi3(_) => {}
             Self::Gemma3(_) => {}
-            // Positions are overwritten from 0 by the next prefill.
-            Self::Native { .. } => {}
+            Self::Native { cached, .. } => *cached = CachedPrompt::default(),
         }
     }
 }
@@ -401,6 +456,7 @@ impl Engine {
                     Ok(Model::Native {
                         model: Box::new(model),
                         state,
+                        cached: CachedPrompt::default(),
                     })
                 }
                 (WeightMode::Exact | WeightMode::Native, None) => {
@@ -442,6 +498,12 @@ impl Engine {
 
     pub fn load_time(&self) -> Duration {
         self.load_time
+    }
+
+    /// Drops the keys and values kept from the previous prompt, so the next request runs its
+    /// whole prompt (benchmarks measure a cold prefill).
+    pub fn forget_cached_prompt(&mut self) {
+        self.model.clear_kv_cache();
     }
 
     /// Prompt plus generated tokens may not exceed this.
@@ -569,12 +631,12 @@ impl Run<'_> {
             ));
         }
 
-        self.model.clear_kv_cache();
         let prefill_start = Instant::now();
-        let mut logits = self.model.forward(prompt, 0, self.device)?;
+        let (mut logits, reused) = self.model.prefill(prompt, self.device)?;
         let prefill = prefill_start.elapsed();
         timings.prefill_ms = ms(prefill);
-        timings.prefill_tokens_per_s = per_second(prompt.len(), prefill);
+        timings.prefill_tokens_per_s = per_second(prompt.len() - reused, prefill);
+        timings.reused_prompt_tokens = reused;
 
         let mut sampler = Sampler::new(request.sampling.clone());
         let mut history: Vec<u32> = prompt.to_vec();
@@ -812,7 +874,7 @@ impl Engine {
     /// Runs a prefill on the native kernels and returns every traced intermediate tensor.
     pub(super) fn trace_native(&mut self, ids: &[u32]) -> Vec<(String, Vec<f32>)> {
         let mut out = Vec::new();
-        if let Model::Native { model, state } = &mut self.model {
+        if let Model::Native { model, state, .. } = &mut self.model {
             self.pool.install(|| {
                 model
                     .forward_traced(state, ids, 0, &mut |name, v| {
@@ -822,6 +884,20 @@ impl Engine {
             });
         }
         out
+    }
+
+    /// Logits after a prefill of `ids` that may keep the previous prompt's cached prefix, and
+    /// how many tokens it kept.
+    pub(super) fn prefill_logits_reusing(
+        &mut self,
+        ids: &[u32],
+    ) -> Result<(Vec<f32>, usize), EngineError> {
+        let model = &mut self.model;
+        let device = &self.device;
+        self.pool.install(|| {
+            let (logits, reused) = model.prefill(ids, device)?;
+            Ok((logits.to_vec1()?, reused))
+        })
     }
 
     /// Logits after a prefill of `ids`, for numeric comparisons in tests.

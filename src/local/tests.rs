@@ -209,6 +209,77 @@ fn chat_prompt_tokens_match_greedy_prompt() {
     assert_eq!(ids, r.greedy[0].prompt_ids);
 }
 
+/// A kept prompt prefix must change nothing: the logits after it are bit for bit those of a
+/// fresh prefill, also when the new tail is shorter than the tiled kernel's 64 rows, and a
+/// prefix computed by the other attention kernel is not kept.
+#[test]
+fn reused_prompt_prefix_gives_the_same_bits_as_a_fresh_prefill() {
+    let mut e = engine(false);
+    let text = "Once upon a time, in a village by the sea, there lived an old fisherman who told stories to the children every evening. ";
+    let long = e
+        .prompt_tokens(&Prompt::Text(text.repeat(4)))
+        .expect("tokens");
+    assert!(long.len() > 100, "{}", long.len());
+    let fresh = |e: &mut Engine, ids: &[u32]| {
+        e.forget_cached_prompt();
+        let (logits, reused) = e.prefill_logits_reusing(ids).expect("prefill");
+        assert_eq!(reused, 0);
+        logits
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+
+    // A tiled prompt extended by 7 tokens: only the tail runs, still with the tiled kernel.
+    let first = &long[..90];
+    let second = &long[..97];
+    let want = fresh(&mut e, second);
+    e.forget_cached_prompt();
+    e.prefill_logits_reusing(first).expect("first");
+    let (got, reused) = e.prefill_logits_reusing(second).expect("second");
+    assert_eq!(reused, 90);
+    assert_eq!(bits(&got), bits(&want));
+
+    // A diverging tail: the common prefix is kept, the rest overwritten.
+    let mut other = long[..97].to_vec();
+    other[80] = other[81];
+    let want_other = fresh(&mut e, &other);
+    e.prefill_logits_reusing(second).expect("second");
+    let (got, reused) = e.prefill_logits_reusing(&other).expect("other");
+    assert_eq!(reused, 80);
+    assert_eq!(bits(&got), bits(&want_other));
+
+    // The same prompt again runs only its last token.
+    let (got, reused) = e.prefill_logits_reusing(&other).expect("again");
+    assert_eq!(reused, other.len() - 1);
+    assert_eq!(bits(&got), bits(&want_other));
+
+    // A short prompt (per-row kernel) is not a prefix for a long one (tiled kernel).
+    e.prefill_logits_reusing(&long[..40]).expect("short");
+    let (got, reused) = e.prefill_logits_reusing(second).expect("long after short");
+    assert_eq!(reused, 0);
+    assert_eq!(bits(&got), bits(&want));
+
+    // Short prompts share prefixes among themselves.
+    let want_short = fresh(&mut e, &long[..50]);
+    e.prefill_logits_reusing(&long[..30]).expect("shorter");
+    let (got, reused) = e.prefill_logits_reusing(&long[..50]).expect("short again");
+    assert_eq!(reused, 30);
+    assert_eq!(bits(&got), bits(&want_short));
+
+    // Whole generations agree too, with the previous request's prefix kept.
+    let request = GenerateRequest::new(Prompt::Tokens(second.to_vec()), 24);
+    e.forget_cached_prompt();
+    let cold = e
+        .generate(&request, &AtomicBool::new(false), |_| {})
+        .expect("cold");
+    e.prefill_logits_reusing(first).expect("first");
+    let warm = e
+        .generate(&request, &AtomicBool::new(false), |_| {})
+        .expect("warm");
+    assert_eq!(warm.timings.reused_prompt_tokens, 90);
+    assert_eq!(warm.token_ids, cold.token_ids);
+    assert_eq!(warm.text, cold.text);
+}
+
 fn check_greedy(exact: bool) -> Vec<(usize, usize)> {
     let mut e = engine(exact);
     let r = smollm();

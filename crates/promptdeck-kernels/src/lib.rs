@@ -42,7 +42,7 @@ pub mod math;
 pub mod matmul;
 pub mod quant;
 
-pub use llama::{LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData};
+pub use llama::{AttentionKernel, LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData};
 
 /// Errors from building a model out of raw tensors.
 #[derive(Debug, thiserror::Error)]

@@ -275,7 +275,21 @@ impl LlamaModel {
         tokens: &[u32],
         pos: usize,
     ) -> Result<Vec<f32>, KernelError> {
-        self.forward_traced(state, tokens, pos, &mut |_, _| {})
+        let kernel = AttentionKernel::for_batch(tokens.len());
+        self.forward_with(state, tokens, pos, kernel, &mut |_, _| {})
+    }
+
+    /// [`Self::forward`] with the attention kernel chosen by the caller. A prompt whose first
+    /// positions are already cached runs only its tail, but must use the kernel that the whole
+    /// prompt would have got, or its logits would differ in the last bits from a fresh run.
+    pub fn forward_as_part_of(
+        &self,
+        state: &mut LlamaState,
+        tokens: &[u32],
+        pos: usize,
+        kernel: AttentionKernel,
+    ) -> Result<Vec<f32>, KernelError> {
+        self.forward_with(state, tokens, pos, kernel, &mut |_, _| {})
     }
 
     /// [`Self::forward`], handing each intermediate tensor to `trace` under llama.cpp's graph
@@ -285,6 +299,18 @@ impl LlamaModel {
         state: &mut LlamaState,
         tokens: &[u32],
         pos: usize,
+        trace: &mut dyn FnMut(&str, &[f32]),
+    ) -> Result<Vec<f32>, KernelError> {
+        let kernel = AttentionKernel::for_batch(tokens.len());
+        self.forward_with(state, tokens, pos, kernel, trace)
+    }
+
+    fn forward_with(
+        &self,
+        state: &mut LlamaState,
+        tokens: &[u32],
+        pos: usize,
+        kernel: AttentionKernel,
         trace: &mut dyn FnMut(&str, &[f32]),
     ) -> Result<Vec<f32>, KernelError> {
         let c = &self.cfg;
@@ -367,7 +393,7 @@ impl LlamaModel {
                     }
                 }
             }
-            attention(c, &q, kc, vc, state.cap, pos, n, &mut attn);
+            attention(c, &q, kc, vc, state.cap, pos, n, kernel, &mut attn);
             trace(&format!("kqv_out-{li}"), &attn);
             let acts = Acts::quantize(layer.wo.kind(), &attn, e);
             matmul::run(&mut [Job {
@@ -501,9 +527,30 @@ fn rotate_body(cs: &[f32], n_rot: usize, x: &mut [f32], heads: usize, hd: usize)
 const FA_TILE_Q: usize = 64;
 const FA_TILE_KV: usize = 64;
 
+/// ggml-cpu's two flash-attention kernels. They round differently, so which one ran is part of
+/// a result's exact bits; each query row's output depends only on its own row and the cache, so
+/// a batch may be split anywhere as long as every part uses the same kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// The tiled f32 kernel, which ggml uses for a batch of at least 64 queries.
+    Tiled,
+    /// The per-row f16 kernel, for smaller batches and every decode step.
+    PerRow,
+}
+
+impl AttentionKernel {
+    /// The kernel ggml picks for a batch of `n` queries.
+    pub fn for_batch(n: usize) -> Self {
+        if n >= FA_TILE_Q {
+            Self::Tiled
+        } else {
+            Self::PerRow
+        }
+    }
+}
+
 /// Causal attention of `n` queries at positions `pos..pos+n` over the cache, written to `out`
-/// (`[token][head][hd]`). ggml uses the tiled f32 kernel when a batch has at least 64 queries
-/// and the per-row f16 kernel otherwise; both are reproduced.
+/// (`[token][head][hd]`), with the given kernel.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     c: &LlamaConfig,
@@ -513,13 +560,14 @@ fn attention(
     cap: usize,
     pos: usize,
     n: usize,
+    kernel: AttentionKernel,
     out: &mut [f32],
 ) {
     let hd = c.head_dim();
     let e = c.n_embd;
     let group = c.n_head / c.n_head_kv;
     let scale = 1.0f32 / (hd as f32).sqrt();
-    if n >= FA_TILE_Q {
+    if kernel == AttentionKernel::Tiled {
         // One task per head: each K tile is transposed once and serves every query row.
         let heads: Vec<Vec<f32>> = (0..c.n_head)
             .into_par_iter()
