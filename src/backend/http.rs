@@ -108,12 +108,14 @@ pub(crate) struct Http {
 }
 
 fn snippet(bytes: &[u8], key: Option<&str>) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut cut: String = text.trim().chars().take(SNIPPET).collect();
-    if text.trim().chars().count() > SNIPPET {
+    // Redact before cutting: a cut through the middle of an echoed key would leave a piece of
+    // it that no longer matches the whole key.
+    let text = redact(String::from_utf8_lossy(bytes).trim(), key);
+    let mut cut: String = text.chars().take(SNIPPET).collect();
+    if text.chars().count() > SNIPPET {
         cut.push_str("...");
     }
-    redact(&cut, key)
+    cut
 }
 
 impl Http {
