@@ -49,7 +49,8 @@ const SECRETS: [(&str, &str); 6] = [
 const MARKER: &str = "PDLEAK";
 
 const ANSWER: &str = "Lyon is in France, of course.";
-const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+/// Generous: `tokenize` fetches the embedded model on a machine that has never run it.
+const COMMAND_LIMIT: Duration = Duration::from_secs(300);
 
 const PROMPT: &str = "---
 name: ask
