@@ -1,6 +1,6 @@
 //! The dependency policy in `deny.toml`, checked with cargo-deny under `cargo test`: bans
-//! (wildcard versions), licenses (an allow-list) and sources (crates.io only) on the real
-//! dependency graph, offline; a scratch project with a GPL path dependency shows the policy
+//! (wildcard versions), licenses (an allow-list) and sources (the default registry only) on the
+//! real dependency graph, offline; a scratch project with a GPL path dependency shows the policy
 //! rejects what it should; and the advisories check, which needs the RustSec database from its
 //! git host, runs only when that database can be fetched.
 //!
