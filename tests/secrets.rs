@@ -20,6 +20,7 @@ mod bounded;
 #[path = "backends/server.rs"]
 mod server;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -436,6 +437,8 @@ struct Fixture {
     project: TempProject,
     servers: Vec<(Provider, Server)>,
     evidence: Vec<Evidence>,
+    /// The commands run so far (`run`, `label set`, ...), to check none was left out.
+    ran: BTreeSet<String>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -464,6 +467,7 @@ impl Fixture {
             project,
             servers,
             evidence: Vec::new(),
+            ran: BTreeSet::new(),
             _runtime: runtime,
         }
     }
@@ -493,6 +497,7 @@ impl Fixture {
 
     /// Runs a command in `dir`, keeps its output as evidence and returns it.
     fn run_in(&mut self, dir: &Path, args: &[&str]) -> Run {
+        self.note(args);
         let command = self.command(dir, args);
         let run = Run::from(bounded::output_within(command, COMMAND_LIMIT));
         self.keep(&format!("`{}`", args.join(" ")), &run);
@@ -509,6 +514,16 @@ impl Fixture {
         let run = self.run(args);
         assert_eq!(run.code, 0, "{args:?}: {run:?}");
         run
+    }
+
+    /// Records which command `args` runs: the subcommand, with its own subcommand for the
+    /// command groups.
+    fn note(&mut self, args: &[&str]) {
+        match args {
+            [group @ ("bench" | "label"), sub, ..] => self.ran.insert(format!("{group} {sub}")),
+            [command, ..] => self.ran.insert((*command).to_owned()),
+            [] => self.ran.insert("tui".to_owned()),
+        };
     }
 
     fn keep(&mut self, what: &str, run: &Run) {
@@ -528,6 +543,18 @@ impl Fixture {
             bytes: text.into_bytes(),
         });
     }
+}
+
+/// The subcommand names of a clap `--help` page: the first word of each entry under
+/// `Commands:` (entries are indented two spaces, their wrapped lines further).
+fn commands_in_help(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -747,9 +774,41 @@ fn no_command_leaks_an_api_key() {
         "2",
     ]);
     f.ok(&["bench", "harness", "--cases", "20", "--concurrency", "2"]);
+    f.ok(&[
+        "bench",
+        "local",
+        "--prompt-tokens",
+        "8",
+        "--tokens",
+        "4",
+        "--threads",
+        "1",
+    ]);
+    f.ok(&["bench", "tui", "--versions", "20", "--tokens", "20"]);
     f.ok(&["completions", "bash"]);
 
     serve_answers_without_keys(&mut f);
+
+    // Every command `--help` lists was run above; a new one fails here until it is added.
+    let mut listed = BTreeSet::new();
+    for group in [None, Some("bench"), Some("label")] {
+        let mut args: Vec<&str> = group.into_iter().collect();
+        args.push("--help");
+        let help = f.ok(&args).stdout;
+        for name in commands_in_help(&help) {
+            if name != "help" {
+                listed.insert(group.map_or(name.clone(), |g| format!("{g} {name}")));
+            }
+        }
+    }
+    listed.remove("bench");
+    listed.remove("label");
+    assert!(listed.len() >= 25, "{listed:?}");
+    let missed: Vec<&String> = listed.difference(&f.ran).collect();
+    assert!(
+        missed.is_empty(),
+        "commands not run with keys set: {missed:?}"
+    );
 
     // Not vacuous: each server got its key, in its header only, and never in a body.
     for (provider, server) in &f.servers {
@@ -833,6 +892,7 @@ fn no_command_leaks_an_api_key() {
 /// and the model list, as a client sees them; the server's stderr.
 fn serve_answers_without_keys(f: &mut Fixture) {
     let root = f.project.root().to_path_buf();
+    f.note(&["serve"]);
     let mut command = f.command(
         &root,
         &["serve", "--port", "0", "--backend", "remote-openai"],
@@ -950,6 +1010,7 @@ fn workbench_runs_without_leaking(f: &mut Fixture) {
         env!("CARGO_BIN_EXE_promptdeck")
     ));
     let before = f.server(Provider::OpenAi).count();
+    f.note(&[]);
     let status = Command::new("tmux")
         .args([
             "new-session",
