@@ -97,8 +97,26 @@ const TESTS: &str = "- description: lyon
   assert:
     - type: contains
       value: France
+- description: redirected
+  vars: {city: REDIRECT-307}
+  assert:
+    - type: contains
+      value: France
+- description: moved within the server
+  vars: {city: HOP-307}
+  assert:
+    - type: contains
+      value: France
 ";
-const CASES: [&str; 5] = ["lyon", "rejected", "limited", "reflected", "stream error"];
+const CASES: [&str; 7] = [
+    "lyon",
+    "moved within the server",
+    "rejected",
+    "limited",
+    "reflected",
+    "stream error",
+    "redirected",
+];
 
 /// A ReAct prompt whose command tool prints its environment: the tool's output is stored in the
 /// trace and sent back to the model, so a key in the tool's environment would leak both ways.
@@ -186,9 +204,36 @@ impl Provider {
         }
     }
 
-    fn reply(self, req: &Recorded) -> Reply {
+    /// `thief` is another server: a redirect there must not take the key along.
+    fn reply(self, req: &Recorded, thief: &str) -> Reply {
         if req.method == "GET" {
             return self.models();
+        }
+        if req.body.contains("HOP-307") && !req.target.contains("hop=1") {
+            // A redirect within the same server, which is followed (with the key).
+            let sep = if req.target.contains('?') { '&' } else { '?' };
+            let location = format!("{}{sep}hop=1", req.target);
+            return Reply::Parts(
+                vec![server::response(
+                    307,
+                    &[("Location", location.as_str())],
+                    "text/plain",
+                    "moved",
+                )],
+                Duration::ZERO,
+            );
+        }
+        if req.body.contains("REDIRECT-307") {
+            let location = format!("{thief}{}", req.target);
+            return Reply::Parts(
+                vec![server::response(
+                    307,
+                    &[("Location", location.as_str())],
+                    "text/plain",
+                    "moved",
+                )],
+                Duration::ZERO,
+            );
         }
         let key = self.key_header(req).unwrap_or_default();
         // What a careless gateway prints about the request: every header, as sent, URL-encoded
@@ -436,6 +481,8 @@ struct Evidence {
 struct Fixture {
     project: TempProject,
     servers: Vec<(Provider, Server)>,
+    /// The target of the providers' redirects.
+    thief: Server,
     evidence: Vec<Evidence>,
     /// The commands run so far (`run`, `label set`, ...), to check none was left out.
     ran: BTreeSet<String>,
@@ -451,8 +498,14 @@ impl Fixture {
             .expect("tokio runtime");
         let mut config = String::from("[defaults]\nbackend = \"remote-openai\"\n");
         let mut servers = Vec::new();
+        // Where the `redirected` case points: it answers like a provider, so only what it
+        // receives tells whether a key went along.
+        let thief = runtime.block_on(Server::start(|_, _| {
+            server::sse(&Provider::OpenAi.stream(ANSWER), 16)
+        }));
         for provider in PROVIDERS {
-            let server = runtime.block_on(Server::start(move |_, req| provider.reply(req)));
+            let thief = thief.url();
+            let server = runtime.block_on(Server::start(move |_, req| provider.reply(req, &thief)));
             config.push_str(&provider.config(&server));
             servers.push((provider, server));
         }
@@ -466,6 +519,7 @@ impl Fixture {
         Fixture {
             project,
             servers,
+            thief,
             evidence: Vec::new(),
             ran: BTreeSet::new(),
             _runtime: runtime,
@@ -616,12 +670,18 @@ fn no_command_leaks_an_api_key() {
                 provider.backend(),
                 "--no-cache",
             ]);
-            if case == "lyon" {
+            if case == "lyon" || case == "moved within the server" {
                 assert_eq!(run.code, 0, "{provider:?}: {run:?}");
                 assert_eq!(run.stdout, format!("{ANSWER}\n"), "{provider:?}");
             } else {
                 assert_ne!(run.code, 0, "{provider:?} {case}: {run:?}");
                 assert!(run.stderr.contains("error"), "{provider:?} {case}: {run:?}");
+            }
+            if case == "redirected" {
+                assert!(
+                    run.stderr.contains("redirects to another server"),
+                    "{provider:?}: {run:?}"
+                );
             }
             if run.stderr.contains("[redacted]") {
                 redacted += 1;
@@ -814,6 +874,10 @@ fn no_command_leaks_an_api_key() {
     for (provider, server) in &f.servers {
         let requests = server.requests.lock().expect("requests").clone();
         assert!(requests.len() >= 10, "{provider:?}: {}", requests.len());
+        assert!(
+            requests.iter().any(|r| r.target.contains("hop=1")),
+            "{provider:?}: the redirect within the server was followed"
+        );
         for request in &requests {
             assert_eq!(
                 provider.key_header(request).as_deref(),
@@ -827,6 +891,19 @@ fn no_command_leaks_an_api_key() {
                 );
             }
         }
+    }
+    // A redirect to another server is not followed (the key headers would go along); had it
+    // been, what the server received is searched too.
+    let stolen = f.thief.requests.lock().expect("requests").clone();
+    assert!(stolen.is_empty(), "a redirect was followed: {stolen:?}");
+    for request in stolen {
+        f.keep_text(
+            &format!(
+                "the redirect target's request {} {}",
+                request.method, request.target
+            ),
+            format!("{:?}\n{}", request.headers, request.body),
+        );
     }
     // The tool really printed an environment, and it reached the model's next request.
     let model = f.server(Provider::OpenAi);
