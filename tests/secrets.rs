@@ -892,11 +892,10 @@ fn no_command_leaks_an_api_key() {
             }
         }
     }
-    // A redirect to another server is not followed (the key headers would go along); had it
-    // been, what the server received is searched too.
+    // What the target of the cross-server redirect received is searched too; below, it must
+    // have received nothing at all (the redirect is not followed).
     let stolen = f.thief.requests.lock().expect("requests").clone();
-    assert!(stolen.is_empty(), "a redirect was followed: {stolen:?}");
-    for request in stolen {
+    for request in &stolen {
         f.keep_text(
             &format!(
                 "the redirect target's request {} {}",
@@ -957,6 +956,11 @@ fn no_command_leaks_an_api_key() {
         "{} leak(s):\n{}",
         hits.len(),
         hits.join("\n")
+    );
+    assert!(
+        stolen.is_empty(),
+        "a redirect to another server was followed: {} request(s)",
+        stolen.len()
     );
     assert!(
         f.evidence.len() > 150,
