@@ -108,12 +108,34 @@ pub(crate) struct Http {
 }
 
 fn snippet(bytes: &[u8], key: Option<&str>) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut cut: String = text.trim().chars().take(SNIPPET).collect();
-    if text.trim().chars().count() > SNIPPET {
+    // Redact before cutting: a cut through the middle of an echoed key would leave a piece of
+    // it that no longer matches the whole key.
+    let text = redact(String::from_utf8_lossy(bytes).trim(), key);
+    let mut cut: String = text.chars().take(SNIPPET).collect();
+    if text.chars().count() > SNIPPET {
         cut.push_str("...");
     }
-    redact(&cut, key)
+    cut
+}
+
+/// Redirects followed per request, all to the same origin.
+const MAX_REDIRECTS: usize = 5;
+
+/// Follows a redirect only to the origin (scheme, host and port) the request went to. reqwest
+/// drops `Authorization` when a redirect changes origin, but not the other key headers
+/// (`x-api-key`, `x-goog-api-key`) or configured extra headers, so a provider or proxy that
+/// redirected elsewhere would hand the key to another server. The unfollowed redirect comes back
+/// as the response, and `send` reports it.
+fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let same_origin = attempt
+        .previous()
+        .last()
+        .is_some_and(|from| from.origin() == attempt.url().origin());
+    if same_origin && attempt.previous().len() <= MAX_REDIRECTS {
+        attempt.follow()
+    } else {
+        attempt.stop()
+    }
 }
 
 impl Http {
@@ -122,7 +144,8 @@ impl Http {
         super::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
-            .user_agent(concat!("promptdeck/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("promptdeck/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(same_origin_redirects));
         if cfg.is_loopback() {
             builder = builder.no_proxy();
         }
@@ -206,6 +229,16 @@ impl Http {
         let status = response.status();
         if status.is_success() {
             return Ok(response);
+        }
+        if status.is_redirection() {
+            // Only a redirect to another server is left unfollowed (see same_origin_redirects).
+            return Err(BackendError::Api {
+                status: status.as_u16(),
+                message: format!(
+                    "{provider}: the server redirects to another server, which promptdeck does not follow because the API key would go along; set base_url to the final address"
+                ),
+                retry_after: None,
+            });
         }
         let retry_after = retry_hint(response.headers(), std::time::SystemTime::now());
         // A broken error body must not hide the status, so read failures become empty bodies.
