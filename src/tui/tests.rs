@@ -1480,3 +1480,30 @@ fn models_view_draws_at_every_size_without_panicking() {
         }
     }
 }
+
+#[test]
+fn models_view_draws_each_backend_in_its_theme_colour() {
+    let theme = theme::load("dark", None).expect("theme");
+    let app = app_with_models(ModelsScope::Library, models_data());
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
+    terminal
+        .draw(|f| super::view::draw(f, &app, &theme))
+        .expect("draw");
+    let cells = terminal.backend().buffer().content();
+    for slot in [
+        theme::Slot::Series1,
+        theme::Slot::Series2,
+        theme::Slot::Series3,
+    ] {
+        let colour = theme.style(slot).fg.expect("a series colour");
+        // Braille dots of the radar's polygon, and the bars of the pass-rate chart.
+        let braille = cells.iter().any(|c| {
+            c.fg == colour
+                && c.symbol()
+                    .chars()
+                    .all(|ch| ('\u{2801}'..='\u{28ff}').contains(&ch))
+        });
+        let bar = cells.iter().any(|c| c.fg == colour && c.symbol() == "█");
+        assert!(braille && bar, "{slot:?}: polygon {braille}, bars {bar}");
+    }
+}
