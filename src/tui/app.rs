@@ -380,6 +380,14 @@ pub enum ModelsScope {
     Library,
 }
 
+/// Which histogram the Models view draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Histogram {
+    #[default]
+    Latency,
+    Cost,
+}
+
 /// What the worker found in the store for a model comparison (`compare --reuse`'s rules).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelsData {
@@ -409,6 +417,7 @@ pub struct ModelsState {
     pub data: Option<ModelsData>,
     /// First row of the pass-rate chart shown.
     pub scroll: usize,
+    pub histogram: Histogram,
     /// The run started from the view (its missing backends), while it runs.
     pub run: Option<u64>,
 }
@@ -1522,6 +1531,12 @@ impl App {
                 self.load_models(fx);
             }
             Action::RunMissing => self.run_missing(fx),
+            Action::ToggleHistogram => {
+                self.models.histogram = match self.models.histogram {
+                    Histogram::Latency => Histogram::Cost,
+                    Histogram::Cost => Histogram::Latency,
+                };
+            }
             Action::ExternalEditor => match &self.doc {
                 Some(doc) if doc.dirty() => {
                     self.status = Some((
@@ -1883,6 +1898,10 @@ impl App {
                 "unsaved changes: ^S saves them first (the comparison reads the saved version)"
                     .to_owned(),
             ));
+            return;
+        }
+        if self.models.run.is_some() && self.is_running() {
+            self.info("already running; Esc cancels".to_owned());
             return;
         }
         if self.models.loading || self.models.data.is_none() {

@@ -245,6 +245,7 @@ actions! {
     SetLabel => "set_label", "Set a label on the selected version";
     RunMissing => "run_missing", "Run the open prompt's cases on the backends without a stored run";
     ToggleScope => "toggle_scope", "Compare on the open prompt or the whole library";
+    ToggleHistogram => "toggle_histogram", "Latency or cost histogram";
 }
 
 /// Where a binding applies. `Global` bindings apply everywhere unless a context binds the key.

@@ -1364,6 +1364,10 @@ fn models_view_loads_the_open_prompt_and_runs_the_missing_backends() {
     );
     assert_eq!(app.models.run, Some(run));
     assert_eq!(app.view, View::Models, "the view stays while it runs");
+    assert!(
+        key(&mut app, ch('r')).is_empty(),
+        "r again does not restart it"
+    );
     let fx = app.handle(Msg::RunFinished { run });
     assert_eq!(models_seq(&fx), 2);
     assert_eq!(app.models.run, None);
@@ -1382,6 +1386,11 @@ fn models_view_loads_the_open_prompt_and_runs_the_missing_backends() {
     // Nothing missing: r says so and starts nothing.
     let fx = key(&mut app, ch('r'));
     assert!(fx.is_empty(), "{fx:?}");
+    // c: the cost histogram and back.
+    key(&mut app, ch('c'));
+    assert_eq!(app.models.histogram, Histogram::Cost);
+    key(&mut app, ch('c'));
+    assert_eq!(app.models.histogram, Histogram::Latency);
     // s: the whole library; q: back.
     let fx = key(&mut app, ch('s'));
     assert_eq!(app.models.scope, ModelsScope::Library);
@@ -1441,6 +1450,11 @@ snapshots!(view_models_prompt_missing, {
     let mut data = models_data();
     data.missing = vec![("cot/math".to_owned(), "gpt-mini".to_owned())];
     app_with_models(ModelsScope::Prompt, data)
+});
+snapshots!(view_models_cost, {
+    let mut a = app_with_models(ModelsScope::Library, models_data());
+    act(&mut a, Action::ToggleHistogram);
+    a
 });
 snapshots!(view_models_empty, {
     let mut data = models_data();

@@ -14,8 +14,8 @@ use ratatui::widgets::{
 };
 
 use super::app::{
-    App, Buffer, CellStatus, CompareRow, InputPurpose, Level, ModelsData, ModelsScope, Overlay,
-    Pane, View, gutter_width, list_scroll,
+    App, Buffer, CellStatus, CompareRow, Histogram, InputPurpose, Level, ModelsData, ModelsScope,
+    Overlay, Pane, View, gutter_width, list_scroll,
 };
 use super::highlight::{self, Class};
 use super::keymap::{Action, Context};
@@ -1206,7 +1206,7 @@ fn draw_models(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
         let bars = Area::new(inner.x, inner.y + top_h, half, bottom_h);
         let hist = Area::new(inner.x + half, inner.y + top_h, inner.w - half, bottom_h);
         draw_pass_rates(frame, app, theme, data, bars);
-        draw_latency(frame, theme, data, hist);
+        draw_histogram(frame, app, theme, data, hist);
     }
     let missing = data.missing.len();
     let mut text = format!(
@@ -1508,9 +1508,21 @@ fn draw_pass_rates(frame: &mut Frame, app: &App, theme: &Theme, data: &ModelsDat
     frame.render_widget(chart_widget, rect(inner));
 }
 
-fn draw_latency(frame: &mut Frame, theme: &Theme, data: &ModelsData, area: Area) {
-    let chart = &data.charts.latency;
-    let b = block(" latency · samples per bin ", false, theme);
+fn draw_histogram(frame: &mut Frame, app: &App, theme: &Theme, data: &ModelsData, area: Area) {
+    let key = app.keymap.hint(Context::Models, Action::ToggleHistogram);
+    let (chart, title, none) = match app.models.histogram {
+        Histogram::Latency => (
+            &data.charts.latency,
+            format!(" latency · samples per bin · {key} cost "),
+            "no latencies measured",
+        ),
+        Histogram::Cost => (
+            &data.charts.cost,
+            format!(" cost · samples per bin · {key} latency "),
+            "no priced backend (a local model has no cost)",
+        ),
+    };
+    let b = block(title, false, theme);
     let inner = area.inner();
     frame.render_widget(b, rect(area));
     if inner.w < 6 || inner.h < 2 {
@@ -1519,7 +1531,9 @@ fn draw_latency(frame: &mut Frame, theme: &Theme, data: &ModelsData, area: Area)
     let bins = chart.groups.len();
     if bins == 0 {
         frame.render_widget(
-            Paragraph::new("no latencies measured").style(theme.style(Slot::TextDim)),
+            Paragraph::new(none)
+                .style(theme.style(Slot::TextDim))
+                .wrap(Wrap { trim: false }),
             rect(inner),
         );
         return;
