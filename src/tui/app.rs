@@ -1904,8 +1904,15 @@ impl App {
             self.info("already running; Esc cancels".to_owned());
             return;
         }
-        if self.models.loading || self.models.data.is_none() {
-            self.info("the comparison is still loading".to_owned());
+        // What is missing is known only for the prompt and backends last loaded.
+        let stale = (self.models.scope == ModelsScope::Prompt && self.models.prompt != name)
+            || self.models.backends != self.models_backends();
+        if stale {
+            self.view = View::Models;
+            self.load_models(fx);
+        }
+        if stale || self.models.loading || self.models.data.is_none() {
+            self.info("the comparison is loading; r again runs what it lacks".to_owned());
             return;
         }
         if let Some(p) = self

@@ -1421,6 +1421,16 @@ fn models_view_refuses_to_run_unsaved_text_and_reports_errors() {
     let fx = act(&mut app, Action::RunMissing);
     assert!(fx.is_empty());
     assert!(matches!(&app.status, Some((Level::Error, m)) if m.contains("unsaved")));
+    // Other backends chosen since: r reloads first rather than trust the old list.
+    if let Some(doc) = &mut app.doc {
+        doc.prompt.backspace();
+    }
+    app.chosen_backends = vec!["gpt-mini".to_owned()];
+    let fx = act(&mut app, Action::RunMissing);
+    assert!(
+        matches!(fx.as_slice(), [Effect::LoadModels { backends, .. }] if backends == &["gpt-mini".to_owned()]),
+        "{fx:?}"
+    );
     let fx = act(&mut app, Action::ViewModels);
     app.handle(Msg::ModelsLoaded {
         seq: models_seq(&fx),

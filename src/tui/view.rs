@@ -1218,6 +1218,12 @@ fn draw_models(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     if missing > 0 {
         text = format!("{missing} without a stored run · {text}");
     }
+    if !data.skipped.is_empty() {
+        text.push_str(&format!(
+            " · {} prompt(s) skipped (no cases or errors)",
+            data.skipped.len()
+        ));
+    }
     frame.render_widget(
         Paragraph::new(truncate(&text, usize::from(footer.w))).style(dim),
         rect(footer),
