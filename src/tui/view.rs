@@ -1393,7 +1393,12 @@ fn draw_legend(frame: &mut Frame, app: &App, theme: &Theme, data: &ModelsData, a
         )];
         for s in &radar.series {
             let raw = s.points.get(a).map_or("", |p| p.raw.as_str());
-            spans.push(Span::styled(cell(raw, col_w), theme.style(Slot::Text)));
+            let raw = if raw.chars().count() < col_w {
+                raw.to_owned()
+            } else {
+                compact_raw(raw)
+            };
+            spans.push(Span::styled(cell(&raw, col_w), theme.style(Slot::Text)));
         }
         lines.push(Line::from(spans));
     }
@@ -1437,6 +1442,13 @@ fn draw_legend(frame: &mut Frame, app: &App, theme: &Theme, data: &ModelsData, a
         Paragraph::new(lines).wrap(Wrap { trim: false }),
         rect(inner),
     );
+}
+
+/// A radar legend value in fewer columns ("inj 50.0% drop +33.3 pp", "$1.16/1k").
+fn compact_raw(raw: &str) -> String {
+    raw.replace("injection ", "inj ")
+        .replace(", drop ", " drop ")
+        .replace(" / 1k cases", "/1k")
 }
 
 fn draw_pass_rates(frame: &mut Frame, app: &App, theme: &Theme, data: &ModelsData, area: Area) {
