@@ -1531,3 +1531,11 @@ fn models_view_draws_each_backend_in_its_theme_colour() {
         assert!(braille && bar, "{slot:?}: polygon {braille}, bars {bar}");
     }
 }
+
+#[test]
+fn view_models_reloading_keeps_the_charts_and_says_so() {
+    let mut app = app_with_models(ModelsScope::Prompt, models_data());
+    act(&mut app, Action::ViewModels);
+    assert!(app.models.loading && app.models.data.is_some());
+    insta::assert_snapshot!("view_models_reloading_80x24", snapshot(&app, 80, 24));
+}

@@ -1154,6 +1154,8 @@ fn draw_models(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
         (Some(r), Some(id)) if r.id == id && !r.finished => {
             format!(" · running {}/{}…", r.done_count(), r.cells.len())
         }
+        // The charts shown stay until the new ones arrive; say that they are being replaced.
+        _ if m.loading && m.data.is_some() => " · loading…".to_owned(),
         _ => String::new(),
     };
     let title = format!(
@@ -1192,8 +1194,8 @@ fn draw_models(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     let charts_h = inner.h - 1;
     let top_h = (charts_h * 11 / 20).max(charts_h.min(4));
     let bottom_h = charts_h - top_h;
-    // Braille dots are about square, so a round radar is ~2.3 cells wide per row.
-    // but never so narrow that the axis labels run into each other.
+    // Braille dots are about square, so a round radar is ~2.3 cells wide per row; but never
+    // so narrow that the axis labels run into each other.
     let radar_w = (inner.w / 2)
         .min(top_h.saturating_mul(23) / 10)
         .max((inner.w / 2).min(30));
