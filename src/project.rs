@@ -64,8 +64,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub tools: BTreeMap<String, RawTool>,
     /// Key bindings of the terminal UI over its defaults: context (global, editor, tree, cases,
-    /// preview, outputs, compare, history) -> key (`ctrl-r`, `f5`, `?`) -> action name, or
-    /// "none" to unbind. `promptdeck tui` checks the names when it starts.
+    /// preview, outputs, compare, history, models) -> key (`ctrl-r`, `f5`, `?`) -> action name,
+    /// or "none" to unbind. `promptdeck tui` checks the names when it starts.
     #[serde(default)]
     pub keys: BTreeMap<String, BTreeMap<String, String>>,
 }

@@ -398,3 +398,42 @@ fn backend_sampling_reaches_the_requests() {
     assert!(text.contains(r#""temperature":0.9"#), "{shown:#}");
     assert_eq!(report["backends"][1]["backend"], "hot");
 }
+
+/// What the workbench's Models view reads: `compare_stored`, the stored-runs half of
+/// `--reuse`, alone. With nothing stored every (prompt, backend) pair is missing; a prompt
+/// whose files do not load is skipped with its reason rather than failing the library.
+#[test]
+fn stored_comparison_names_missing_runs_and_skips_broken_prompts() {
+    let project = TempProject::new();
+    project.write(
+        "prompts/ok.prompty",
+        "---\nname: ok\n---\nuser:\nSay yes.\n",
+    );
+    project.write(
+        "prompts/ok.tests.yaml",
+        "- description: yes\n  assert:\n    - type: icontains\n      value: yes\n",
+    );
+    project.write(
+        "prompts/broken.prompty",
+        "---\nname: [unclosed\n---\nuser:\nhi\n",
+    );
+    project.write("prompts/bare.prompty", "---\nname: bare\n---\nuser:\nhi\n");
+    let loaded = promptdeck::project::Project::discover(project.root(), None).expect("project");
+    let store = promptdeck::store::MemoryStore::new();
+    let backends = ["local".to_owned(), "other".to_owned()];
+    let stored = promptdeck::cli::compare::compare_stored(&loaded, &store, &[], &backends, 1)
+        .expect("compare");
+    assert_eq!(stored.report.samples, 0);
+    assert_eq!(
+        stored.missing,
+        [
+            ("ok".to_owned(), "local".to_owned()),
+            ("ok".to_owned(), "other".to_owned())
+        ]
+    );
+    let skipped: Vec<&str> = stored.skipped.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(skipped, ["bare", "broken"], "{:?}", stored.skipped);
+    assert_eq!(stored.skipped[0].1, "no test cases");
+    // The report still has a column per backend, so the view can name them.
+    assert_eq!(stored.report.backends.len(), 2);
+}

@@ -432,3 +432,86 @@ fn tui_runs_a_react_prompt_and_shows_its_trace() {
     assert_eq!(server.count(), 2, "{screen}");
     tui.keys(&["C-q"]);
 }
+
+/// The Models view (F6) on two loopback backends that answer differently: the empty state,
+/// `r` running the backends without a stored run, the charts from what was stored, and
+/// `promptdeck compare --reuse` reading the very same runs without a request.
+#[test]
+fn tui_models_view_runs_the_missing_backends_and_charts_them() {
+    tmux_available();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = runtime.block_on(server::Server::start(|_, request| {
+        // `fake` knows the answer; `other` (another model on the same server) does not.
+        let text = if request.body.contains("gpt-other") {
+            "No idea."
+        } else {
+            "Lyon is in France, of course."
+        };
+        server::sse(&openai_text(text), 64)
+    }));
+    let backend = |name: &str, model: &str| {
+        format!(
+            "[backends.{name}]\nkind = \"openai\"\nmodel = \"{model}\"\nbase_url = \"{}/v1\"\n\
+             api_key_env = \"PD_TUI_TEST_KEY\"\ntimeout = 10\n\n",
+            server.url()
+        )
+    };
+    let project = TempProject::with_config(&format!(
+        "[defaults]\nbackend = \"fake\"\n\n{}{}",
+        backend("fake", "gpt-test"),
+        backend("other", "gpt-other")
+    ));
+    project.write("prompts/ask.prompty", PROMPT);
+    project.write("prompts/ask.tests.yaml", TESTS);
+    let home = project.root().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let home = home.to_string_lossy().into_owned();
+    let tui = Session::start(
+        project.root(),
+        &[("NO_COLOR", "1"), ("HOME", &home)],
+        120,
+        40,
+    );
+    let limit = Duration::from_secs(20);
+    tui.wait_for(&["prompts/ask.prompty", "lyon"], limit);
+
+    // The columns: every configured backend (the built-in `local` too) unless chosen with ^B.
+    tui.keys(&["F6"]);
+    tui.wait_for(&["Models ask · fake vs local vs other"], limit);
+    tui.keys(&["C-b", "Space", "Down", "Down", "Space", "Enter", "F6"]);
+    tui.wait_for(
+        &["No stored runs of the current version of ask on fake, other"],
+        limit,
+    );
+    assert_eq!(server.count(), 0, "opening the view runs nothing");
+    tui.keys(&["r"]);
+    let screen = tui.wait_for(
+        &[
+            "■ fake",
+            "■ other",
+            "radar",
+            "pass rate per prompt",
+            "2 result(s)",
+        ],
+        limit,
+    );
+    assert_eq!(server.count(), 2, "one case on each backend:\n{screen}");
+    assert!(
+        screen.contains("100.0%") && screen.contains("0.0%"),
+        "{screen}"
+    );
+    assert!(!screen.contains("no stored run:"), "{screen}");
+
+    tui.keys(&["q", "C-q"]);
+    tui.wait_for(&["EXITED 0"], limit);
+
+    // The CLI's comparison reads the same stored runs, and asks nothing.
+    let reuse = project.run(&["compare", "ask", "--backend", "fake,other", "--reuse"]);
+    assert_eq!(reuse.code, 0, "{reuse:?}");
+    assert!(reuse.stderr.contains("reusing 2 stored runs"), "{reuse:?}");
+    assert_eq!(server.count(), 2);
+}

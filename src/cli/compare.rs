@@ -5,6 +5,8 @@
 //! runs what it needs through [`matrix::run_matrix`] (so every result is a stored run like any
 //! other), or with `--reuse` takes the newest complete stored run of the same prompt version and
 //! backend, turns the stored results into [`ResultSample`]s, and prints or writes the report.
+//! [`compare_stored`] is the `--reuse` half on its own (stored runs only, nothing runs): the
+//! workbench's Models view draws its charts from it, so the two agree on every number.
 //!
 //! Exit codes: 0 the comparison is complete; 1 a run was interrupted or a request failed (the
 //! report is still printed and written, from what finished); 2 configuration or usage error.
@@ -17,8 +19,11 @@ use clap::Args;
 use super::matrix::{self, MatrixOptions, MatrixUnit, ProgressMode};
 use super::{CliError, ColorChoice, Exit, OutputFormat};
 use crate::backend::Parameters;
-use crate::compare::{self, CompareOptions, HtmlOptions, Perturbation, ResultSample};
+use crate::compare::{
+    self, CompareOptions, CompareReport, HtmlOptions, Perturbation, ResultSample,
+};
 use crate::diagnostic::Diagnostic;
+use crate::library::PromptUnit;
 use crate::project::Project;
 use crate::store::{CaseResult, Run, RunStatus, Store};
 use crate::suite::TestCase;
@@ -137,17 +142,9 @@ pub fn run(project: &Project, cwd: &Path, args: &CompareArgs) -> Result<Exit, Cl
     if args.reuse {
         let store = project.open_store()?;
         for (i, (u, info)) in units.iter_mut().zip(&infos).enumerate() {
-            let (snapshot, _) =
-                crate::library::unit_files(project, &u.file).map_err(CliError::Diagnostics)?;
-            let version = crate::store::hash::version_id(&snapshot);
-            let runs = store.runs_for_version(&version)?;
-            let mut missing = Vec::new();
-            for backend in &u.backends {
-                match reusable(&store, &runs, backend, info, args.samples)? {
-                    Some((run, results)) => gathered.push((i, run, results)),
-                    None => missing.push(backend.clone()),
-                }
-            }
+            let (found, missing) =
+                reuse_runs(project, &store, &u.file, info, &u.backends, args.samples)?;
+            gathered.extend(found.into_iter().map(|(run, results)| (i, run, results)));
             u.backends = missing;
         }
         let reused = gathered.len();
@@ -193,17 +190,7 @@ pub fn run(project: &Project, cwd: &Path, args: &CompareArgs) -> Result<Exit, Cl
         }
     }
 
-    let samples: Vec<ResultSample> = gathered
-        .iter()
-        .flat_map(|(i, run, results)| samples_of(project, &infos[*i], run, results))
-        .collect();
-    let report = compare::compare(
-        &samples,
-        &CompareOptions {
-            backends: backends.clone(),
-            ..CompareOptions::default()
-        },
-    );
+    let report = build_report(project, &infos, &gathered, &backends);
     let json = compare::to_json(&report).map_err(|e| CliError::Io(e.to_string()))?;
     if let Some(path) = &args.html {
         let html = compare::render_html(
@@ -270,45 +257,7 @@ fn select_cases(
             skipped.push(unit.prompt.name.clone());
             continue;
         }
-        let mut info = UnitInfo {
-            prompt: unit.prompt.name.clone(),
-            injection: compare::is_injection_suite(&unit.prompt.front_matter.tags),
-            cases: BTreeMap::new(),
-        };
-        let mut all: Vec<TestCase> = Vec::new();
-        // The store keys results by (case index, sample): perturbed copies get indices past
-        // the file's own cases so they never overwrite an original's result.
-        let mut next_index = originals.iter().map(|c| c.index).max().unwrap_or(0);
-        for case in &originals {
-            let name = case.name();
-            let weight = case_weight(case);
-            info.cases
-                .insert(name.clone(), (name.clone(), None, weight));
-            all.push((*case).clone());
-            for p in perturbations {
-                let vars = p.apply(&case.vars, args.seed);
-                // A perturbation that changes nothing would only measure noise.
-                if vars == case.vars {
-                    continue;
-                }
-                let label = p.name();
-                // Another seed perturbs differently, so it is part of the stored name: `--reuse`
-                // must not take a run perturbed with another seed.
-                let stored = if args.seed == 0 {
-                    format!("{name}{PERTURBED_MARK}{label}")
-                } else {
-                    format!("{name}{PERTURBED_MARK}{label} seed={}", args.seed)
-                };
-                info.cases
-                    .insert(stored.clone(), (name.clone(), Some(label), weight));
-                let mut perturbed = (*case).clone();
-                perturbed.vars = vars;
-                perturbed.description = Some(stored);
-                next_index += 1;
-                perturbed.index = next_index;
-                all.push(perturbed);
-            }
-        }
+        let (info, all) = unit_info(&unit, &originals, perturbations, args.seed);
         let refs: Vec<Option<&TestCase>> = all.iter().map(Some).collect();
         let prepared =
             matrix::prepare_cases(project, &unit, &refs, &Default::default(), &mut errors);
@@ -337,6 +286,171 @@ fn select_cases(
     }
 
     Ok((units, infos))
+}
+
+/// What the adapter needs to know about a prompt (from its tests file), and the cases to run:
+/// the originals, then a perturbed copy of each per perturbation that changes its variables.
+fn unit_info(
+    unit: &PromptUnit,
+    originals: &[&TestCase],
+    perturbations: &[Perturbation],
+    seed: u64,
+) -> (UnitInfo, Vec<TestCase>) {
+    let mut info = UnitInfo {
+        prompt: unit.prompt.name.clone(),
+        injection: compare::is_injection_suite(&unit.prompt.front_matter.tags),
+        cases: BTreeMap::new(),
+    };
+    let mut all: Vec<TestCase> = Vec::new();
+    // The store keys results by (case index, sample): perturbed copies get indices past
+    // the file's own cases so they never overwrite an original's result.
+    let mut next_index = originals.iter().map(|c| c.index).max().unwrap_or(0);
+    for case in originals {
+        let name = case.name();
+        let weight = case_weight(case);
+        info.cases
+            .insert(name.clone(), (name.clone(), None, weight));
+        all.push((*case).clone());
+        for p in perturbations {
+            let vars = p.apply(&case.vars, seed);
+            // A perturbation that changes nothing would only measure noise.
+            if vars == case.vars {
+                continue;
+            }
+            let label = p.name();
+            // Another seed perturbs differently, so it is part of the stored name: `--reuse`
+            // must not take a run perturbed with another seed.
+            let stored = if seed == 0 {
+                format!("{name}{PERTURBED_MARK}{label}")
+            } else {
+                format!("{name}{PERTURBED_MARK}{label} seed={seed}")
+            };
+            info.cases
+                .insert(stored.clone(), (name.clone(), Some(label), weight));
+            let mut perturbed = (*case).clone();
+            perturbed.vars = vars;
+            perturbed.description = Some(stored);
+            next_index += 1;
+            perturbed.index = next_index;
+            all.push(perturbed);
+        }
+    }
+    (info, all)
+}
+
+/// For each backend, the newest reusable stored run of the *current* version of the unit's
+/// files (as on disk), and the backends without one.
+type Reused = (Vec<(Run, Vec<CaseResult>)>, Vec<String>);
+
+fn reuse_runs(
+    project: &Project,
+    store: &dyn Store,
+    file: &str,
+    info: &UnitInfo,
+    backends: &[String],
+    samples: u32,
+) -> Result<Reused, CliError> {
+    let (snapshot, _) = crate::library::unit_files(project, file).map_err(CliError::Diagnostics)?;
+    let version = crate::store::hash::version_id(&snapshot);
+    let runs = store.runs_for_version(&version)?;
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for backend in backends {
+        match reusable(store, &runs, backend, info, samples)? {
+            Some(pair) => found.push(pair),
+            None => missing.push(backend.clone()),
+        }
+    }
+    Ok((found, missing))
+}
+
+/// The report of the gathered runs (each with the index of its unit in `infos`), columns in
+/// `backends` order.
+fn build_report(
+    project: &Project,
+    infos: &[UnitInfo],
+    gathered: &[(usize, Run, Vec<CaseResult>)],
+    backends: &[String],
+) -> CompareReport {
+    let samples: Vec<ResultSample> = gathered
+        .iter()
+        .filter_map(|(i, run, results)| Some((infos.get(*i)?, run, results)))
+        .flat_map(|(info, run, results)| samples_of(project, info, run, results))
+        .collect();
+    compare::compare(
+        &samples,
+        &CompareOptions {
+            backends: backends.to_vec(),
+            ..CompareOptions::default()
+        },
+    )
+}
+
+/// A comparison from stored runs alone: what `compare --reuse` would reuse, and nothing run.
+#[derive(Debug, Clone)]
+pub struct StoredComparison {
+    pub report: CompareReport,
+    /// (prompt, backend) pairs with no reusable stored run of the prompt's current version.
+    pub missing: Vec<(String, String)>,
+    /// Prompts left out, with why (no test cases, errors in their files).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Compares `backends` on the stored runs of the current versions of `prompts` (library file
+/// names such as `cot/math.prompty`; empty: every prompt with cases), `samples` samples each,
+/// by the same rules as `compare --reuse` and without perturbations. A prompt whose files do
+/// not load is skipped, not fatal: one broken prompt must not hide the library's comparison.
+pub fn compare_stored(
+    project: &Project,
+    store: &dyn Store,
+    prompts: &[String],
+    backends: &[String],
+    samples: u32,
+) -> Result<StoredComparison, CliError> {
+    let files = if prompts.is_empty() {
+        project.list_prompts()?
+    } else {
+        prompts.to_vec()
+    };
+    let samples = samples.max(1);
+    let mut infos = Vec::new();
+    let mut gathered = Vec::new();
+    let mut missing = Vec::new();
+    let mut skipped = Vec::new();
+    for file in files {
+        let name = file.strip_suffix(".prompty").unwrap_or(&file).to_owned();
+        let unit = match crate::library::load_unit(project, &file) {
+            Ok((unit, _warnings)) => unit,
+            Err(diagnostics) => {
+                let why = diagnostics
+                    .iter()
+                    .find(|d| d.is_error())
+                    .map_or_else(|| "does not load".to_owned(), |d| d.message.clone());
+                skipped.push((name, why));
+                continue;
+            }
+        };
+        let originals: Vec<&TestCase> = unit
+            .suite
+            .as_ref()
+            .map(|s| s.cases.iter().collect())
+            .unwrap_or_default();
+        if originals.is_empty() {
+            skipped.push((name, "no test cases".to_owned()));
+            continue;
+        }
+        let (info, _) = unit_info(&unit, &originals, &[], 0);
+        let (found, absent) = reuse_runs(project, store, &file, &info, backends, samples)?;
+        let i = infos.len();
+        gathered.extend(found.into_iter().map(|(run, results)| (i, run, results)));
+        missing.extend(absent.into_iter().map(|b| (info.prompt.clone(), b)));
+        infos.push(info);
+    }
+    Ok(StoredComparison {
+        report: build_report(project, &infos, &gathered, backends),
+        missing,
+        skipped,
+    })
 }
 
 /// One stored run's results as comparison samples (the table in the module docs of

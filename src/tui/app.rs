@@ -23,6 +23,8 @@ pub enum View {
     Main,
     Compare,
     History,
+    /// Model comparison: radar and bar charts over the stored runs of the current versions.
+    Models,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +370,70 @@ pub struct HistoryState {
     pub loading: bool,
 }
 
+/// What the Models view compares on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelsScope {
+    /// The open prompt.
+    #[default]
+    Prompt,
+    /// Every prompt with cases.
+    Library,
+}
+
+/// Which histogram the Models view draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Histogram {
+    #[default]
+    Latency,
+    Cost,
+}
+
+/// What the worker found in the store for a model comparison (`compare --reuse`'s rules).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelsData {
+    pub charts: crate::compare::TuiCharts,
+    /// Results counted, and the stored runs they came from.
+    pub samples: usize,
+    pub run_ids: Vec<String>,
+    /// (prompt, backend) pairs without a stored run of the prompt's current version.
+    pub missing: Vec<(String, String)>,
+    /// Prompts left out, with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// The Models view.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelsState {
+    pub scope: ModelsScope,
+    /// The prompt compared (scope `Prompt`), by name.
+    pub prompt: String,
+    /// The columns: backends chosen with ^B, else every configured backend.
+    pub backends: Vec<String>,
+    /// Samples per case a stored run must hold.
+    pub samples: u32,
+    /// Sequence number of the latest request; older answers are dropped.
+    pub seq: u64,
+    pub loading: bool,
+    pub data: Option<ModelsData>,
+    /// First row of the pass-rate chart shown.
+    pub scroll: usize,
+    pub histogram: Histogram,
+    /// The run started from the view (its missing backends), while it runs.
+    pub run: Option<u64>,
+}
+
+impl ModelsState {
+    /// Backends without a stored run of `prompt`'s current version.
+    pub fn missing_for(&self, prompt: &str) -> Vec<String> {
+        self.data
+            .iter()
+            .flat_map(|d| d.missing.iter())
+            .filter(|(p, _)| p == prompt)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
 /// Which side of a version comparison the working files are on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionRef {
@@ -440,6 +506,10 @@ pub enum Msg {
         prompt: String,
         tests: Option<String>,
     },
+    ModelsLoaded {
+        seq: u64,
+        result: Result<ModelsData, String>,
+    },
     ThemeApplied(String),
     /// A worker failed; shown in the status line.
     Failed(String),
@@ -511,6 +581,14 @@ pub enum Effect {
         file_name: String,
         buffer: Buffer,
     },
+    /// Answer with `Msg::ModelsLoaded`: the stored runs of the current versions of `prompts`
+    /// (library file names; empty: every prompt) on `backends`.
+    LoadModels {
+        seq: u64,
+        prompts: Vec<String>,
+        backends: Vec<String>,
+        samples: u32,
+    },
     SetTheme(String),
     Quit,
 }
@@ -549,6 +627,7 @@ pub struct App {
     next_run: u64,
     pub compare: Option<CompareState>,
     pub history: HistoryState,
+    pub models: ModelsState,
     pub status: Option<(Level, String)>,
     pub search: String,
     pub wrap: bool,
@@ -605,6 +684,7 @@ impl App {
             next_run: 0,
             compare: None,
             history: HistoryState::default(),
+            models: ModelsState::default(),
             status: None,
             search: String::new(),
             wrap: true,
@@ -638,6 +718,7 @@ impl App {
         match self.view {
             View::Compare => Context::Compare,
             View::History => Context::History,
+            View::Models => Context::Models,
             View::Main => match self.focus {
                 Pane::Tree => Context::Tree,
                 Pane::Editor => Context::Editor,
@@ -907,6 +988,10 @@ impl App {
                     text.push_str(&format!(" · {failed} failed"));
                 }
                 self.info(text);
+                // The view's charts include what just ran, when it was stored.
+                if self.models.run.take() == Some(run) || self.view == View::Models {
+                    self.load_models(&mut fx);
+                }
             }
             Msg::Saved {
                 file_name,
@@ -996,6 +1081,22 @@ impl App {
                     doc.saved_tests = tests.unwrap_or_default();
                     self.info("reloaded the file after $EDITOR".to_owned());
                     self.request_preview(&mut fx, true);
+                }
+            }
+            Msg::ModelsLoaded { seq, result } => {
+                if seq == self.models.seq {
+                    self.models.loading = false;
+                    match result {
+                        Ok(data) => {
+                            let rows = data.charts.pass_rate.groups.len();
+                            self.models.scroll = self.models.scroll.min(rows.saturating_sub(1));
+                            self.models.data = Some(data);
+                        }
+                        Err(e) => {
+                            self.models.data = None;
+                            self.status = Some((Level::Error, format!("models: {e}")));
+                        }
+                    }
                 }
             }
             Msg::ThemeApplied(name) => {
@@ -1416,6 +1517,26 @@ impl App {
                     self.info("open a prompt first".to_owned());
                 }
             }
+            Action::ViewModels => {
+                self.view = View::Models;
+                self.load_models(fx);
+            }
+            Action::ToggleScope => {
+                self.models.scope = match self.models.scope {
+                    ModelsScope::Prompt => ModelsScope::Library,
+                    ModelsScope::Library => ModelsScope::Prompt,
+                };
+                self.models.scroll = 0;
+                self.view = View::Models;
+                self.load_models(fx);
+            }
+            Action::RunMissing => self.run_missing(fx),
+            Action::ToggleHistogram => {
+                self.models.histogram = match self.models.histogram {
+                    Histogram::Latency => Histogram::Cost,
+                    Histogram::Cost => Histogram::Latency,
+                };
+            }
             Action::ExternalEditor => match &self.doc {
                 Some(doc) if doc.dirty() => {
                     self.status = Some((
@@ -1605,6 +1726,14 @@ impl App {
             Context::History => {
                 self.history.selected = moved(self.history.selected, self.history.rows.len());
             }
+            Context::Models => {
+                let rows = self
+                    .models
+                    .data
+                    .as_ref()
+                    .map_or(0, |d| d.charts.pass_rate.groups.len());
+                self.models.scroll = moved(self.models.scroll, rows);
+            }
             Context::Editor | Context::Global => {}
         }
     }
@@ -1639,10 +1768,10 @@ impl App {
     }
 
     fn start_run(&mut self, all: bool, fx: &mut Vec<Effect>) {
-        let Some(doc) = &self.doc else {
+        if self.doc.is_none() {
             self.info("open a prompt first".to_owned());
             return;
-        };
+        }
         if let Some(p) = self
             .preview
             .result
@@ -1653,17 +1782,27 @@ impl App {
             self.status = Some((Level::Error, format!("cannot run: {}", p.message)));
             return;
         }
-        if let Some(r) = self.run.as_ref().filter(|r| !r.finished) {
-            fx.push(Effect::CancelRun(r.id));
-        }
         let cases: Vec<Option<usize>> = if all && !self.cases.is_empty() {
             self.cases.iter().map(|c| Some(c.index)).collect()
         } else {
             vec![self.selected_case_key()]
         };
+        let backends = self.run_backends();
+        self.start_cells(&cases, &backends, fx);
+    }
+
+    /// Starts a run of `cases` × `backends` × the samples setting; the caller has checked
+    /// that a prompt is open and renders.
+    fn start_cells(&mut self, cases: &[Option<usize>], backends: &[String], fx: &mut Vec<Effect>) {
+        let Some(doc) = &self.doc else {
+            return;
+        };
+        if let Some(r) = self.run.as_ref().filter(|r| !r.finished) {
+            fx.push(Effect::CancelRun(r.id));
+        }
         let mut specs = Vec::new();
-        for case in &cases {
-            for backend in self.run_backends() {
+        for case in cases {
+            for backend in backends {
                 for sample in 0..self.samples {
                     specs.push(CellSpec {
                         case: *case,
@@ -1704,8 +1843,102 @@ impl App {
         self.info(format!(
             "running {} output(s) on {}… Esc cancels",
             self.run.as_ref().map_or(0, |r| r.cells.len()),
-            self.run_backends().join(", ")
+            backends.join(", ")
         ));
+    }
+
+    /// The Models view's columns: the backends chosen with ^B, else every configured one.
+    pub fn models_backends(&self) -> Vec<String> {
+        if self.chosen_backends.is_empty() {
+            self.backends.clone()
+        } else {
+            self.chosen_backends.clone()
+        }
+    }
+
+    /// Asks the worker for the comparison of the current scope; the answer replaces the data.
+    fn load_models(&mut self, fx: &mut Vec<Effect>) {
+        let prompts = match (self.models.scope, &self.doc) {
+            (ModelsScope::Prompt, Some(doc)) => vec![doc.file_name.clone()],
+            (ModelsScope::Prompt, None) => {
+                self.info("open a prompt first, or s for the whole library".to_owned());
+                return;
+            }
+            (ModelsScope::Library, _) => Vec::new(),
+        };
+        self.models.prompt = self
+            .doc
+            .as_ref()
+            .map(|d| d.name().to_owned())
+            .unwrap_or_default();
+        self.models.backends = self.models_backends();
+        self.models.samples = self.samples;
+        self.models.seq += 1;
+        self.models.loading = true;
+        fx.push(Effect::LoadModels {
+            seq: self.models.seq,
+            prompts,
+            backends: self.models.backends.clone(),
+            samples: self.samples,
+        });
+    }
+
+    /// Runs every case of the open prompt on the compared backends that lack a stored run of
+    /// its current version; the view reloads when the run finishes.
+    fn run_missing(&mut self, fx: &mut Vec<Effect>) {
+        let Some(doc) = &self.doc else {
+            self.info("open a prompt first".to_owned());
+            return;
+        };
+        let name = doc.name().to_owned();
+        if doc.dirty() {
+            // The comparison reads the saved version; a run of unsaved text would not count.
+            self.status = Some((
+                Level::Error,
+                "unsaved changes: ^S saves them first (the comparison reads the saved version)"
+                    .to_owned(),
+            ));
+            return;
+        }
+        if self.models.run.is_some() && self.is_running() {
+            self.info("already running; Esc cancels".to_owned());
+            return;
+        }
+        // What is missing is known only for the prompt and backends last loaded.
+        let stale = (self.models.scope == ModelsScope::Prompt && self.models.prompt != name)
+            || self.models.backends != self.models_backends();
+        if stale {
+            self.view = View::Models;
+            self.load_models(fx);
+        }
+        if stale || self.models.loading || self.models.data.is_none() {
+            self.info("the comparison is loading; r again runs what it lacks".to_owned());
+            return;
+        }
+        if let Some(p) = self
+            .preview
+            .result
+            .problem
+            .as_ref()
+            .filter(|_| !self.preview.pending)
+        {
+            self.status = Some((Level::Error, format!("cannot run: {}", p.message)));
+            return;
+        }
+        let missing = self.models.missing_for(&name);
+        if missing.is_empty() {
+            self.info(format!(
+                "{name}: every compared backend has a stored run of this version"
+            ));
+            return;
+        }
+        if self.cases.is_empty() {
+            self.info(format!("{name} has no test cases to run"));
+            return;
+        }
+        let cases: Vec<Option<usize>> = self.cases.iter().map(|c| Some(c.index)).collect();
+        self.start_cells(&cases, &missing, fx);
+        self.models.run = self.run.as_ref().map(|r| r.id);
     }
 
     /// Compares the first two outputs of the selected case or, with one output, that output
@@ -1942,7 +2175,12 @@ impl App {
         if mouse.kind == MouseKind::Down && panes.header.contains(mouse.col, mouse.row) {
             for (i, tab) in layout::tab_areas(panes.header).iter().enumerate() {
                 if tab.contains(mouse.col, mouse.row) {
-                    let action = [Action::ViewMain, Action::ViewCompare, Action::ViewHistory][i];
+                    let action = [
+                        Action::ViewMain,
+                        Action::ViewCompare,
+                        Action::ViewHistory,
+                        Action::ViewModels,
+                    ][i];
                     self.perform(action, fx);
                 }
             }

@@ -215,6 +215,7 @@ actions! {
     ViewMain => "view_main", "Main screen";
     ViewCompare => "view_compare", "Compare view (two outputs or versions)";
     ViewHistory => "view_history", "History of the selected prompt";
+    ViewModels => "view_models", "Compare models: radar and bar charts from stored runs";
     ExternalEditor => "external_editor", "Open the file in $EDITOR";
     ToggleTestsFile => "toggle_tests_file", "Switch the editor between the prompt and its tests file";
     ChooseBackends => "choose_backends", "Choose the backends to run on";
@@ -242,6 +243,9 @@ actions! {
     CompareVersions => "compare_versions", "Compare the marked version (or the working files) with the selected one";
     Restore => "restore", "Restore the selected version into the editor";
     SetLabel => "set_label", "Set a label on the selected version";
+    RunMissing => "run_missing", "Run the open prompt's cases on the backends without a stored run";
+    ToggleScope => "toggle_scope", "Compare on the open prompt or the whole library";
+    ToggleHistogram => "toggle_histogram", "Latency or cost histogram";
 }
 
 /// Where a binding applies. `Global` bindings apply everywhere unless a context binds the key.
@@ -256,6 +260,7 @@ pub enum Context {
     Outputs,
     Compare,
     History,
+    Models,
 }
 
 impl Context {
@@ -268,6 +273,7 @@ impl Context {
         Context::Outputs,
         Context::Compare,
         Context::History,
+        Context::Models,
     ];
 
     pub fn name(self) -> &'static str {
@@ -280,6 +286,7 @@ impl Context {
             Context::Outputs => "outputs",
             Context::Compare => "compare",
             Context::History => "history",
+            Context::Models => "models",
         }
     }
 }
@@ -289,7 +296,7 @@ pub enum KeymapError {
     #[error("`{0}` is not a key (examples: ctrl-s, alt-r, f1, enter, ?)")]
     BadKey(String),
     #[error(
-        "unknown context `{0}` (contexts: global, editor, tree, cases, preview, outputs, compare, history)"
+        "unknown context `{0}` (contexts: global, editor, tree, cases, preview, outputs, compare, history, models)"
     )]
     BadContext(String),
     #[error("unknown action `{action}` for key `{key}`; actions: {known}")]

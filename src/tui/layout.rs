@@ -110,14 +110,28 @@ pub fn panes(width: u16, height: u16) -> Panes {
     }
 }
 
-/// The view tabs of the header, as (label, start column) from the right edge leftwards.
-pub const TABS: [&str; 3] = ["Main", "Compare", "History"];
+/// The view tabs of the header, left to right.
+pub const TABS: [&str; 4] = ["Main", "Compare", "History", "Models"];
+/// The tabs below [`STACK_BELOW`] columns, so the file name keeps some room.
+pub const TABS_SHORT: [&str; 4] = ["Main", "Diff", "Hist", "Models"];
 
-/// Columns of each header tab: `[Main] [Compare] [History]` right-aligned before the backend.
+/// The tab labels for a header this wide.
+pub fn tab_labels(width: u16) -> [&'static str; 4] {
+    if width < STACK_BELOW {
+        TABS_SHORT
+    } else {
+        TABS
+    }
+}
+
+/// Columns of each header tab: `[Main] [Compare] [History] [Models]` right-aligned after the
+/// title.
 pub fn tab_areas(header: Area) -> Vec<Area> {
-    let total: u16 = TABS.iter().map(|t| t.len() as u16 + 3).sum();
+    let labels = tab_labels(header.w);
+    let total: u16 = labels.iter().map(|t| t.len() as u16 + 3).sum();
     let mut x = header.x + header.w.saturating_sub(total);
-    TABS.iter()
+    labels
+        .iter()
         .map(|t| {
             let w = t.len() as u16 + 2;
             let area = Area::new(x, header.y, w, 1);
@@ -157,8 +171,8 @@ mod tests {
     #[test]
     fn tabs_do_not_overlap() {
         let tabs = tab_areas(Area::new(0, 0, 120, 1));
-        assert_eq!(tabs.len(), 3);
+        assert_eq!(tabs.len(), 4);
         assert!(tabs[0].x + tabs[0].w < tabs[1].x);
-        assert!(tabs[2].x + tabs[2].w <= 120);
+        assert!(tabs[3].x + tabs[3].w <= 120);
     }
 }

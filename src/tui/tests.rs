@@ -1273,3 +1273,269 @@ fn one_output_compares_with_the_previous_run() {
     assert_eq!(compare.right_title, "this run local");
     assert_eq!(compare.changes.len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Models view.
+
+/// The compare fixture (local, cloud) plus a third backend: cloud's answers, slower, cheaper,
+/// failing the injection suite; three prompts (guard, math, summary).
+fn models_data() -> ModelsData {
+    use crate::compare::{self, CompareOptions};
+    let mut samples = compare::fixture::sample_results();
+    let third: Vec<_> = samples
+        .iter()
+        .filter(|s| s.backend == "cloud")
+        .map(|s| crate::compare::ResultSample {
+            backend: "gpt-mini".to_owned(),
+            run_id: "0192a0b1c2d60000".to_owned(),
+            latency_ms: s.latency_ms * 1.8,
+            cost_usd: s.cost_usd.map(|c| c * 0.3),
+            passed: s.passed && !s.injection_suite,
+            ..s.clone()
+        })
+        .collect();
+    samples.extend(third);
+    let report = compare::compare(
+        &samples,
+        &CompareOptions {
+            backends: vec!["local".into(), "cloud".into(), "gpt-mini".into()],
+            ..CompareOptions::default()
+        },
+    );
+    ModelsData {
+        charts: compare::tui_charts(&report),
+        samples: report.samples,
+        run_ids: report.run_ids.clone(),
+        missing: Vec::new(),
+        skipped: Vec::new(),
+    }
+}
+
+fn models_seq(fx: &[Effect]) -> u64 {
+    match fx.last() {
+        Some(Effect::LoadModels { seq, .. }) => *seq,
+        other => panic!("expected LoadModels, got {other:?}"),
+    }
+}
+
+#[test]
+fn models_view_loads_the_open_prompt_and_runs_the_missing_backends() {
+    let mut app = app();
+    let fx = key(&mut app, k(Key::F(6)));
+    assert_eq!(app.view, View::Models);
+    assert_eq!(
+        fx,
+        vec![Effect::LoadModels {
+            seq: 1,
+            prompts: vec!["cot/math.prompty".to_owned()],
+            backends: vec!["gpt-mini".to_owned(), "local".to_owned()],
+            samples: 1,
+        }],
+        "every configured backend when none is chosen"
+    );
+    assert!(app.models.loading);
+    // An answer to an older request is dropped.
+    app.handle(Msg::ModelsLoaded {
+        seq: 0,
+        result: Ok(models_data()),
+    });
+    assert!(app.models.data.is_none());
+    let mut data = models_data();
+    data.missing = vec![("cot/math".to_owned(), "gpt-mini".to_owned())];
+    app.handle(Msg::ModelsLoaded {
+        seq: 1,
+        result: Ok(data),
+    });
+    assert!(!app.models.loading);
+    assert_eq!(app.models.missing_for("cot/math"), ["gpt-mini"]);
+
+    // r: every case on the backend without a stored run, then a reload when it is done.
+    let fx = key(&mut app, ch('r'));
+    let Some(Effect::StartRun { run, cells, .. }) = fx.last() else {
+        panic!("{fx:?}");
+    };
+    let run = *run;
+    assert_eq!(
+        cells
+            .iter()
+            .map(|c| (c.case, c.backend.as_str()))
+            .collect::<Vec<_>>(),
+        [(Some(1), "gpt-mini"), (Some(2), "gpt-mini")]
+    );
+    assert_eq!(app.models.run, Some(run));
+    assert_eq!(app.view, View::Models, "the view stays while it runs");
+    assert!(
+        key(&mut app, ch('r')).is_empty(),
+        "r again does not restart it"
+    );
+    let fx = app.handle(Msg::RunFinished { run });
+    assert_eq!(models_seq(&fx), 2);
+    assert_eq!(app.models.run, None);
+
+    // j/k scroll the pass-rate rows within bounds.
+    app.handle(Msg::ModelsLoaded {
+        seq: 2,
+        result: Ok(models_data()),
+    });
+    for _ in 0..5 {
+        key(&mut app, ch('j'));
+    }
+    assert_eq!(app.models.scroll, 2, "three prompts");
+    key(&mut app, ch('k'));
+    assert_eq!(app.models.scroll, 1);
+    // Nothing missing: r says so and starts nothing.
+    let fx = key(&mut app, ch('r'));
+    assert!(fx.is_empty(), "{fx:?}");
+    // c: the cost histogram and back.
+    key(&mut app, ch('c'));
+    assert_eq!(app.models.histogram, Histogram::Cost);
+    key(&mut app, ch('c'));
+    assert_eq!(app.models.histogram, Histogram::Latency);
+    // s: the whole library; q: back.
+    let fx = key(&mut app, ch('s'));
+    assert_eq!(app.models.scope, ModelsScope::Library);
+    assert!(matches!(fx.last(), Some(Effect::LoadModels { prompts, .. }) if prompts.is_empty()));
+    key(&mut app, ch('q'));
+    assert_eq!(app.view, View::Main);
+}
+
+#[test]
+fn models_view_refuses_to_run_unsaved_text_and_reports_errors() {
+    let mut app = app();
+    app.chosen_backends = vec!["local".to_owned()];
+    let fx = act(&mut app, Action::ViewModels);
+    assert!(
+        matches!(fx.last(), Some(Effect::LoadModels { backends, .. }) if backends == &["local".to_owned()]),
+        "the backends chosen with ^B"
+    );
+    let seq = app.models.seq;
+    let mut data = models_data();
+    data.missing = vec![("cot/math".to_owned(), "local".to_owned())];
+    app.handle(Msg::ModelsLoaded {
+        seq,
+        result: Ok(data),
+    });
+    if let Some(doc) = &mut app.doc {
+        doc.prompt.insert_char('#');
+    }
+    let fx = act(&mut app, Action::RunMissing);
+    assert!(fx.is_empty());
+    assert!(matches!(&app.status, Some((Level::Error, m)) if m.contains("unsaved")));
+    // Other backends chosen since: r reloads first rather than trust the old list.
+    if let Some(doc) = &mut app.doc {
+        doc.prompt.backspace();
+    }
+    app.chosen_backends = vec!["gpt-mini".to_owned()];
+    let fx = act(&mut app, Action::RunMissing);
+    assert!(
+        matches!(fx.as_slice(), [Effect::LoadModels { backends, .. }] if backends == &["gpt-mini".to_owned()]),
+        "{fx:?}"
+    );
+    let fx = act(&mut app, Action::ViewModels);
+    app.handle(Msg::ModelsLoaded {
+        seq: models_seq(&fx),
+        result: Err("store in use by process 42".to_owned()),
+    });
+    assert!(app.models.data.is_none() && !app.models.loading);
+    assert!(matches!(&app.status, Some((Level::Error, m)) if m.contains("process 42")));
+}
+
+fn app_with_models(scope: ModelsScope, data: ModelsData) -> App {
+    let mut app = app();
+    app.backends = vec!["local".into(), "cloud".into(), "gpt-mini".into()];
+    app.models.scope = scope;
+    let fx = act(&mut app, Action::ViewModels);
+    app.handle(Msg::ModelsLoaded {
+        seq: models_seq(&fx),
+        result: Ok(data),
+    });
+    app
+}
+
+snapshots!(
+    view_models,
+    app_with_models(ModelsScope::Library, models_data())
+);
+snapshots!(view_models_prompt_missing, {
+    let mut data = models_data();
+    data.missing = vec![("cot/math".to_owned(), "gpt-mini".to_owned())];
+    app_with_models(ModelsScope::Prompt, data)
+});
+snapshots!(view_models_cost, {
+    let mut a = app_with_models(ModelsScope::Library, models_data());
+    act(&mut a, Action::ToggleHistogram);
+    a
+});
+snapshots!(view_models_empty, {
+    let mut data = models_data();
+    let empty = crate::compare::compare(&[], &crate::compare::CompareOptions::default());
+    data.charts = crate::compare::tui_charts(&empty);
+    data.samples = 0;
+    data.run_ids.clear();
+    data.missing = vec![
+        ("cot/math".to_owned(), "gpt-mini".to_owned()),
+        ("cot/math".to_owned(), "local".to_owned()),
+    ];
+    app_with_models(ModelsScope::Prompt, data)
+});
+
+#[test]
+fn view_models_narrow() {
+    let app = app_with_models(ModelsScope::Library, models_data());
+    insta::assert_snapshot!("view_models_60x20", snapshot(&app, 60, 20));
+}
+
+#[test]
+fn models_view_draws_at_every_size_without_panicking() {
+    let apps = [
+        app_with_models(ModelsScope::Library, models_data()),
+        app_with_models(ModelsScope::Prompt, {
+            let mut d = models_data();
+            d.samples = 0;
+            d
+        }),
+    ];
+    for app in &apps {
+        // Width and height from 1: the test backend cannot print an empty buffer.
+        for w in (1..=130u16).step_by(3) {
+            for h in [1u16, 3, 6, 7, 9, 12, 17, 24, 40] {
+                snapshot(app, w, h);
+            }
+        }
+    }
+}
+
+#[test]
+fn models_view_draws_each_backend_in_its_theme_colour() {
+    let theme = theme::load("dark", None).expect("theme");
+    let app = app_with_models(ModelsScope::Library, models_data());
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
+    terminal
+        .draw(|f| super::view::draw(f, &app, &theme))
+        .expect("draw");
+    let cells = terminal.backend().buffer().content();
+    for slot in [
+        theme::Slot::Series1,
+        theme::Slot::Series2,
+        theme::Slot::Series3,
+    ] {
+        let colour = theme.style(slot).fg.expect("a series colour");
+        // Braille dots of the radar's polygon, and the bars of the pass-rate chart.
+        let braille = cells.iter().any(|c| {
+            c.fg == colour
+                && c.symbol()
+                    .chars()
+                    .all(|ch| ('\u{2801}'..='\u{28ff}').contains(&ch))
+        });
+        let bar = cells.iter().any(|c| c.fg == colour && c.symbol() == "█");
+        assert!(braille && bar, "{slot:?}: polygon {braille}, bars {bar}");
+    }
+}
+
+#[test]
+fn view_models_reloading_keeps_the_charts_and_says_so() {
+    let mut app = app_with_models(ModelsScope::Prompt, models_data());
+    act(&mut app, Action::ViewModels);
+    assert!(app.models.loading && app.models.data.is_some());
+    insta::assert_snapshot!("view_models_reloading_80x24", snapshot(&app, 80, 24));
+}

@@ -84,6 +84,10 @@ slots! {
     Overlay => "overlay",
     Chart => "chart",
     Label => "label",
+    Series1 => "series_1",
+    Series2 => "series_2",
+    Series3 => "series_3",
+    Series4 => "series_4",
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,14 +4,18 @@
 //! the same function the state machine hit-tests mouse clicks with.
 
 use ratatui::Frame;
-use ratatui::layout::Rect;
-use ratatui::style::Style;
+use ratatui::layout::{Direction, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Sparkline, Wrap};
+use ratatui::widgets::canvas::{Canvas, Line as CanvasLine};
+use ratatui::widgets::{
+    Bar, BarChart, BarGroup, Block, Borders, Clear, Paragraph, Sparkline, Wrap,
+};
 
 use super::app::{
-    App, Buffer, CellStatus, CompareRow, InputPurpose, Level, Overlay, Pane, View, gutter_width,
-    list_scroll,
+    App, Buffer, CellStatus, CompareRow, Histogram, InputPurpose, Level, ModelsData, ModelsScope,
+    Overlay, Pane, View, gutter_width, list_scroll,
 };
 use super::highlight::{self, Class};
 use super::keymap::{Action, Context};
@@ -46,6 +50,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
         }
         View::Compare => draw_compare(frame, app, theme, panes.body),
         View::History => draw_history(frame, app, theme, panes.body),
+        View::Models => draw_models(frame, app, theme, panes.body),
     }
     draw_status(frame, app, theme, panes.status);
     if let Some(overlay) = &app.overlay {
@@ -72,24 +77,37 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
         format!(" {} ", app.project_name),
         theme.style(Slot::Header),
     ));
+    let tabs: Vec<Area> = layout::tab_areas(area)
+        .into_iter()
+        .filter(|t| t.x >= area.x && t.x + t.w <= area.x + area.w)
+        .collect();
+    let tabs_x = tabs.first().map_or(area.w, |t| t.x.saturating_sub(area.x));
     if let Some(doc) = &app.doc {
         let file = match doc.active {
             Buffer::Prompt => format!("prompts/{}", doc.file_name),
             Buffer::Tests => format!("prompts/{}", doc.tests_file_name()),
         };
-        spans.push(Span::styled(format!(" {file}"), theme.style(Slot::Header)));
-        if doc.dirty() {
-            spans.push(Span::styled(" * ", theme.style(Slot::Unsaved)));
+        let marker = if doc.dirty() { " * " } else { "" };
+        // A long path gives way from its start, so the unsaved marker always shows.
+        let before: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+        let room = usize::from(tabs_x.saturating_sub(1)).saturating_sub(before + marker.len() + 1);
+        // Without room for the path, the name under prompts/ says the most.
+        let file = if file.chars().count() > room {
+            file.strip_prefix("prompts/").unwrap_or(&file).to_owned()
+        } else {
+            file
+        };
+        spans.push(Span::styled(
+            format!(" {}", truncate_start(&file, room)),
+            theme.style(Slot::Header),
+        ));
+        if !marker.is_empty() {
+            spans.push(Span::styled(marker, theme.style(Slot::Unsaved)));
         }
     }
     let backends = app.run_backends().join(", ");
     let right = format!(" backend: {backends} ");
-    let tabs: Vec<Area> = layout::tab_areas(area)
-        .into_iter()
-        .filter(|t| t.x >= area.x && t.x + t.w <= area.x + area.w)
-        .collect();
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
-    let tabs_x = tabs.first().map_or(area.w, |t| t.x.saturating_sub(area.x));
     let room = usize::from(tabs_x).saturating_sub(used);
     if right.chars().count() <= room {
         let pad = room - right.chars().count();
@@ -110,11 +128,11 @@ fn draw_header(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
     for (i, tab) in tabs.iter().enumerate() {
         let active = matches!(
             (i, app.view),
-            (0, View::Main) | (1, View::Compare) | (2, View::History)
+            (0, View::Main) | (1, View::Compare) | (2, View::History) | (3, View::Models)
         );
         let slot = if active { Slot::TabActive } else { Slot::Tab };
         frame.render_widget(
-            Paragraph::new(format!(" {} ", layout::TABS[i])).style(theme.style(slot)),
+            Paragraph::new(format!(" {} ", layout::tab_labels(area.w)[i])).style(theme.style(slot)),
             rect(*tab),
         );
     }
@@ -208,6 +226,20 @@ fn truncate(s: &str, width: usize) -> String {
     }
     let mut t: String = s.chars().take(width - 1).collect();
     t.push('…');
+    t
+}
+
+/// `s` cut to `width` characters from the left, with `…` marking the cut.
+fn truncate_start(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_owned();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut t = String::from("…");
+    t.extend(s.chars().skip(n - (width - 1)));
     t
 }
 
@@ -1097,4 +1129,485 @@ fn draw_overlay(frame: &mut Frame, app: &App, theme: &Theme, overlay: &Overlay, 
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Models view: `compare`'s radar and bar charts from stored runs.
+
+/// The theme slot of the i-th backend's series (colours repeat after four).
+fn series_slot(i: usize) -> Slot {
+    [Slot::Series1, Slot::Series2, Slot::Series3, Slot::Series4][i % 4]
+}
+
+fn draw_models(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
+    let m = &app.models;
+    let scope = match m.scope {
+        ModelsScope::Prompt => m.prompt.clone(),
+        ModelsScope::Library => "library".to_owned(),
+    };
+    let hint = |a: Action| app.keymap.hint(Context::Models, a);
+    let other = match m.scope {
+        ModelsScope::Prompt => "library",
+        ModelsScope::Library => "this prompt",
+    };
+    let running = match (&app.run, m.run) {
+        (Some(r), Some(id)) if r.id == id && !r.finished => {
+            format!(" · running {}/{}…", r.done_count(), r.cells.len())
+        }
+        // The charts shown stay until the new ones arrive; say that they are being replaced.
+        _ if m.loading && m.data.is_some() => " · loading…".to_owned(),
+        _ => String::new(),
+    };
+    let title = format!(
+        " Models {scope} · {} · {} sample(s){running} · {} run missing · {} {other} ",
+        m.backends.join(" vs "),
+        m.samples,
+        hint(Action::RunMissing),
+        hint(Action::ToggleScope),
+    );
+    let b = block(
+        truncate(&title, usize::from(area.w.saturating_sub(2))),
+        true,
+        theme,
+    );
+    let inner = area.inner();
+    frame.render_widget(b, rect(area));
+    if inner.h < 2 || inner.w < 12 {
+        return;
+    }
+    let dim = theme.style(Slot::TextDim);
+    let Some(data) = &m.data else {
+        let text = if m.loading {
+            "loading stored runs…"
+        } else {
+            "no comparison loaded"
+        };
+        frame.render_widget(Paragraph::new(text).style(dim), rect(inner));
+        return;
+    };
+    if data.samples == 0 {
+        draw_models_empty(frame, app, theme, inner);
+        return;
+    }
+    // Radar and legend above, bars below; the last line says where the numbers come from.
+    let footer = Area::new(inner.x, inner.y + inner.h - 1, inner.w, 1);
+    let charts_h = inner.h - 1;
+    let top_h = (charts_h * 11 / 20).max(charts_h.min(4));
+    let bottom_h = charts_h - top_h;
+    // Braille dots are about square, so a round radar is ~2.3 cells wide per row; but never
+    // so narrow that the axis labels run into each other.
+    let radar_w = (inner.w / 2)
+        .min(top_h.saturating_mul(23) / 10)
+        .max((inner.w / 2).min(30));
+    let radar = Area::new(inner.x, inner.y, radar_w, top_h);
+    let legend = Area::new(inner.x + radar_w, inner.y, inner.w - radar_w, top_h);
+    draw_radar(frame, theme, data, radar);
+    draw_legend(frame, app, theme, data, legend);
+    if bottom_h >= 3 {
+        let half = inner.w / 2;
+        let bars = Area::new(inner.x, inner.y + top_h, half, bottom_h);
+        let hist = Area::new(inner.x + half, inner.y + top_h, inner.w - half, bottom_h);
+        draw_pass_rates(frame, app, theme, data, bars);
+        draw_histogram(frame, app, theme, data, hist);
+    }
+    let missing = data.missing.len();
+    let mut text = format!(
+        "{} result(s) · {} prompt(s) · runs {}",
+        data.samples,
+        data.charts.pass_rate.groups.len(),
+        data.run_ids.join(", ")
+    );
+    if missing > 0 {
+        text = format!("{missing} without a stored run · {text}");
+    }
+    if !data.skipped.is_empty() {
+        text.push_str(&format!(
+            " · {} prompt(s) skipped (no cases or errors)",
+            data.skipped.len()
+        ));
+    }
+    frame.render_widget(
+        Paragraph::new(truncate(&text, usize::from(footer.w))).style(dim),
+        rect(footer),
+    );
+}
+
+fn draw_models_empty(frame: &mut Frame, app: &App, theme: &Theme, area: Area) {
+    let m = &app.models;
+    let run = app.keymap.hint(Context::Models, Action::RunMissing);
+    let scope = app.keymap.hint(Context::Models, Action::ToggleScope);
+    let backends = m.backends.join(", ");
+    let mut lines = vec![Line::styled(
+        match m.scope {
+            ModelsScope::Prompt => format!(
+                "No stored runs of the current version of {} on {backends}.",
+                m.prompt
+            ),
+            ModelsScope::Library => {
+                format!("No stored runs of the current versions of the library on {backends}.")
+            }
+        },
+        theme.style(Slot::Text),
+    )];
+    lines.push(Line::raw(""));
+    let cases = app.cases.len();
+    lines.push(Line::from(vec![
+        Span::raw("Press "),
+        Span::styled(run, theme.style(Slot::KeyHint)),
+        Span::raw(format!(
+            " to run {}'s {cases} case(s) on them, {} sample(s) each (stored like `promptdeck test`'s);",
+            m.prompt, m.samples
+        )),
+    ]));
+    lines.push(Line::raw(format!(
+        "or: promptdeck compare {}--backend {} (--reuse reads what is stored).",
+        match m.scope {
+            ModelsScope::Prompt => format!("{} ", m.prompt),
+            ModelsScope::Library => String::new(),
+        },
+        m.backends.join(",")
+    )));
+    lines.push(Line::from(vec![
+        Span::styled(scope, theme.style(Slot::KeyHint)),
+        Span::raw(" compares on the whole library or the open prompt; ^B chooses the backends."),
+    ]));
+    if !m.data.as_ref().is_none_or(|d| d.skipped.is_empty()) {
+        lines.push(Line::raw(""));
+        for (prompt, why) in m.data.iter().flat_map(|d| d.skipped.iter()) {
+            lines.push(Line::styled(
+                format!("skipped {prompt}: {why}"),
+                theme.style(Slot::TextDim),
+            ));
+        }
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .style(theme.style(Slot::Text))
+            .wrap(Wrap { trim: false }),
+        rect(area),
+    );
+}
+
+/// The colour a canvas shape takes from a slot (canvas shapes carry a colour, not a style).
+fn slot_colour(theme: &Theme, slot: Slot) -> Color {
+    theme.style(slot).fg.unwrap_or(Color::Reset)
+}
+
+fn draw_radar(frame: &mut Frame, theme: &Theme, data: &ModelsData, area: Area) {
+    let b = block(" radar · 1 = best ", false, theme);
+    let inner = area.inner();
+    frame.render_widget(b, rect(area));
+    if inner.w < 4 || inner.h < 3 {
+        return;
+    }
+    let radar = &data.charts.radar;
+    let (xr, yr) = (1.45, 1.2);
+    let grid = slot_colour(theme, Slot::Border);
+    let label_style = theme.style(Slot::TextDim);
+    // One cell in canvas units, to centre labels on their axis tips.
+    let cell_x = 2.0 * xr / f64::from(inner.w.saturating_sub(1).max(1));
+    let canvas = Canvas::default()
+        .marker(Marker::Braille)
+        .x_bounds([-xr, xr])
+        .y_bounds([-yr, yr])
+        .paint(|ctx| {
+            let tips: Vec<(f64, f64)> = radar.axes.iter().map(|a| a.tip).collect();
+            for ring in [0.5, 1.0] {
+                for (i, &(x1, y1)) in tips.iter().enumerate() {
+                    let (x2, y2) = tips[(i + 1) % tips.len()];
+                    ctx.draw(&CanvasLine::new(
+                        x1 * ring,
+                        y1 * ring,
+                        x2 * ring,
+                        y2 * ring,
+                        grid,
+                    ));
+                }
+            }
+            for &(x, y) in &tips {
+                ctx.draw(&CanvasLine::new(0.0, 0.0, x, y, grid));
+            }
+            ctx.layer();
+            for (i, series) in radar.series.iter().enumerate() {
+                // A backend with no data at all would be a dot at the centre: leave it out.
+                if series.points.iter().all(|p| p.value.is_none()) {
+                    continue;
+                }
+                let colour = slot_colour(theme, series_slot(i));
+                let v = series.vertices();
+                for (k, &(x1, y1)) in v.iter().enumerate() {
+                    let (x2, y2) = v[(k + 1) % v.len()];
+                    ctx.draw(&CanvasLine::new(x1, y1, x2, y2, colour));
+                }
+            }
+            for axis in &radar.axes {
+                let (x, y) = axis.tip;
+                let name = if inner.w < 36 {
+                    short_axis_name(&axis.name)
+                } else {
+                    axis.name.as_str()
+                };
+                let n = name.chars().count() as f64;
+                let lx = (x * 1.08 - n * cell_x / 2.0 + x * n * cell_x / 2.0)
+                    .clamp(-xr, (xr - n * cell_x).max(-xr));
+                let ly = (y * 1.1).clamp(-yr, yr);
+                ctx.print(lx, ly, Span::styled(name.to_owned(), label_style));
+            }
+        });
+    frame.render_widget(canvas, rect(inner));
+}
+
+/// Axis names for a small radar, where the full ones would overlap.
+fn short_axis_name(name: &str) -> &str {
+    match name {
+        "accuracy" => "acc",
+        "consistency" => "cons",
+        "robustness" => "rob",
+        other => other,
+    }
+}
+
+fn draw_legend(frame: &mut Frame, app: &App, theme: &Theme, data: &ModelsData, area: Area) {
+    let b = block(" legend · raw values ", false, theme);
+    let inner = area.inner();
+    frame.render_widget(b, rect(area));
+    if inner.w < 8 || inner.h == 0 {
+        return;
+    }
+    let radar = &data.charts.radar;
+    let n = radar.series.len().max(1);
+    let name_w = 12usize.min(usize::from(inner.w) / 3);
+    let col_w = (usize::from(inner.w).saturating_sub(name_w) / n).max(4);
+    let cell = |text: &str, w: usize| format!("{:<w$}", truncate(text, w.saturating_sub(1)));
+    let mut lines = Vec::new();
+    let mut header = vec![Span::raw(" ".repeat(name_w))];
+    for (i, s) in radar.series.iter().enumerate() {
+        header.push(Span::styled(
+            cell(&format!("■ {}", s.backend), col_w),
+            theme.style(series_slot(i)).add_modifier(Modifier::BOLD),
+        ));
+    }
+    lines.push(Line::from(header));
+    for (a, axis) in radar.axes.iter().enumerate() {
+        let mut spans = vec![Span::styled(
+            cell(&axis.name, name_w),
+            theme.style(Slot::TextDim),
+        )];
+        for s in &radar.series {
+            let raw = s.points.get(a).map_or("", |p| p.raw.as_str());
+            let raw = if raw.chars().count() < col_w {
+                raw.to_owned()
+            } else {
+                compact_raw(raw)
+            };
+            spans.push(Span::styled(cell(&raw, col_w), theme.style(Slot::Text)));
+        }
+        lines.push(Line::from(spans));
+    }
+    // Which columns are empty, and why: nothing stored for this version yet.
+    let missing: Vec<String> = match app.models.scope {
+        ModelsScope::Prompt => app.models.missing_for(&app.models.prompt),
+        ModelsScope::Library => Vec::new(),
+    };
+    if !missing.is_empty() {
+        lines.push(Line::raw(""));
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("no stored run: {} · ", missing.join(", ")),
+                theme.style(Slot::Warning),
+            ),
+            Span::styled(
+                app.keymap.hint(Context::Models, Action::RunMissing),
+                theme.style(Slot::KeyHint),
+            ),
+            Span::styled(" runs it", theme.style(Slot::Warning)),
+        ]));
+    } else if app.models.scope == ModelsScope::Library && !data.missing.is_empty() {
+        lines.push(Line::raw(""));
+        lines.push(Line::styled(
+            format!(
+                "{} prompt × backend pair(s) without a stored run",
+                data.missing.len()
+            ),
+            theme.style(Slot::Warning),
+        ));
+    }
+    // How each raw value became 0..1, where there is room: min/max axes are relative.
+    lines.push(Line::raw(""));
+    for axis in &radar.axes {
+        lines.push(Line::styled(
+            format!("{}: {}", axis.name, axis.normalisation),
+            theme.style(Slot::TextDim),
+        ));
+    }
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }),
+        rect(inner),
+    );
+}
+
+/// A radar legend value in fewer columns ("inj 50.0% drop +33.3 pp", "$1.16/1k").
+fn compact_raw(raw: &str) -> String {
+    raw.replace("injection ", "inj ")
+        .replace(", drop ", " drop ")
+        .replace(" / 1k cases", "/1k")
+}
+
+fn draw_pass_rates(frame: &mut Frame, app: &App, theme: &Theme, data: &ModelsData, area: Area) {
+    let chart = &data.charts.pass_rate;
+    let b = block(format!(" {} ", chart.title), false, theme);
+    let inner = area.inner();
+    frame.render_widget(b, rect(area));
+    if inner.w < 10 || inner.h == 0 {
+        return;
+    }
+    let backends = chart.groups.first().map_or(0, |g| g.bars.len()).max(1);
+    // Labels get at most half the width so the bars keep the rest (and ratatui's horizontal
+    // layout never runs out of columns).
+    let widest = |it: &mut dyn Iterator<Item = usize>| it.max().unwrap_or(0);
+    let prompt_w = widest(&mut chart.groups.iter().map(|g| g.label.chars().count()))
+        .min(usize::from(inner.w) / 4);
+    let backend_w = widest(
+        &mut chart
+            .groups
+            .iter()
+            .flat_map(|g| g.bars.iter().map(|b| b.backend.chars().count())),
+    )
+    .min(usize::from(inner.w) / 4);
+    let rows = usize::from(inner.h);
+    let first = app.models.scroll.min(chart.groups.len().saturating_sub(1));
+    let mut bars: Vec<Bar> = Vec::new();
+    for group in chart.groups.iter().skip(first) {
+        if bars.len() + backends > rows {
+            break;
+        }
+        for (i, bar) in group.bars.iter().enumerate() {
+            let prompt = if i == 0 { group.label.as_str() } else { "" };
+            let label = format!(
+                "{:<prompt_w$} {:<backend_w$}",
+                truncate(prompt, prompt_w),
+                truncate(&bar.backend, backend_w)
+            );
+            let style = theme.style(series_slot(i));
+            let (value, text) = match bar.value {
+                Some(v) => {
+                    let pct = (v.clamp(0.0, 1.0) * 100.0).round() as u64;
+                    (pct, format!("{pct}%"))
+                }
+                // ASCII only: ratatui splits the value text at a byte index.
+                None => (0, "n/a".to_owned()),
+            };
+            bars.push(
+                Bar::default()
+                    .value(value)
+                    .text_value(text)
+                    .label(Line::styled(label, theme.style(Slot::TextDim)))
+                    .style(style)
+                    .value_style(theme.style(Slot::Text).add_modifier(Modifier::REVERSED)),
+            );
+        }
+    }
+    let shown = bars.len() / backends;
+    if shown < chart.groups.len() {
+        // Not every prompt fits: say which are shown (j/k scroll).
+        let title = format!(
+            " pass rate · prompts {}–{}/{} ",
+            first + 1,
+            first + shown,
+            chart.groups.len()
+        );
+        frame.render_widget(block(title, false, theme), rect(area));
+    }
+    let chart_widget = BarChart::default()
+        .direction(Direction::Horizontal)
+        .bar_width(1)
+        .bar_gap(0)
+        .group_gap(0)
+        .max(100)
+        .data(BarGroup::default().bars(&bars));
+    frame.render_widget(chart_widget, rect(inner));
+}
+
+fn draw_histogram(frame: &mut Frame, app: &App, theme: &Theme, data: &ModelsData, area: Area) {
+    let key = app.keymap.hint(Context::Models, Action::ToggleHistogram);
+    let (chart, title, none) = match app.models.histogram {
+        Histogram::Latency => (
+            &data.charts.latency,
+            format!(" latency · samples per bin · {key} cost "),
+            "no latencies measured",
+        ),
+        Histogram::Cost => (
+            &data.charts.cost,
+            format!(" cost · samples per bin · {key} latency "),
+            "no priced backend (a local model has no cost)",
+        ),
+    };
+    let b = block(title, false, theme);
+    let inner = area.inner();
+    frame.render_widget(b, rect(area));
+    if inner.w < 6 || inner.h < 2 {
+        return;
+    }
+    let bins = chart.groups.len();
+    if bins == 0 {
+        frame.render_widget(
+            Paragraph::new(none)
+                .style(theme.style(Slot::TextDim))
+                .wrap(Wrap { trim: false }),
+            rect(inner),
+        );
+        return;
+    }
+    let backends = chart.groups.first().map_or(1, |g| g.bars.len().max(1));
+    // As wide as fits: every bin's bars side by side, a column between bins.
+    let per_bin = usize::from(inner.w) / bins;
+    let bar_w = (per_bin.saturating_sub(1) / backends).clamp(1, 3) as u16;
+    let max = chart
+        .groups
+        .iter()
+        .flat_map(|g| g.bars.iter().filter_map(|b| b.value))
+        .fold(0.0_f64, f64::max)
+        .max(1.0) as u64;
+    let mut widget = BarChart::default()
+        .bar_width(bar_w)
+        .bar_gap(0)
+        .group_gap(1)
+        .max(max);
+    for group in &chart.groups {
+        let bars: Vec<Bar> = group
+            .bars
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                Bar::default()
+                    .value(b.value.unwrap_or(0.0).max(0.0) as u64)
+                    .text_value(String::new())
+                    .style(theme.style(series_slot(i)))
+            })
+            .collect();
+        widget = widget.data(BarGroup::default().bars(&bars));
+    }
+    let plot = Area::new(inner.x, inner.y, inner.w, inner.h - 1);
+    frame.render_widget(widget, rect(plot));
+    // The range under the bars, from the first bin's lower edge to the last's upper edge.
+    let low = chart
+        .groups
+        .first()
+        .map(|g| g.label.split('–').next().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let high = chart
+        .groups
+        .last()
+        .map(|g| g.label.rsplit('–').next().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let used = usize::from(inner.w).min(bins * (usize::from(bar_w) * backends + 1));
+    let pad = used.saturating_sub(low.chars().count() + high.chars().count());
+    frame.render_widget(
+        Paragraph::new(truncate(
+            &format!("{low}{}{high}", " ".repeat(pad)),
+            usize::from(inner.w),
+        ))
+        .style(theme.style(Slot::TextDim)),
+        rect(Area::new(inner.x, inner.y + inner.h - 1, inner.w, 1)),
+    );
 }

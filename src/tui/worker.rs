@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::app::{
-    AssertionLine, Buffer, CaseInfo, CellDone, CellSpec, Effect, HistoryRow, Msg, PreviewResult,
-    Problem, TokenInfo, VersionRef, estimate_tokens,
+    AssertionLine, Buffer, CaseInfo, CellDone, CellSpec, Effect, HistoryRow, ModelsData, Msg,
+    PreviewResult, Problem, TokenInfo, VersionRef, estimate_tokens,
 };
 use crate::backend::{Backend, BackendError, ChatRequest, Chunk};
 use crate::library::{self, PromptUnit, RenderedCase};
@@ -334,9 +334,53 @@ impl Worker {
                     });
                 });
             }
+            Effect::LoadModels {
+                seq,
+                prompts,
+                backends,
+                samples,
+            } => {
+                tokio::spawn(async move {
+                    // The same reading of the store as `compare --reuse`, on the store's thread.
+                    let loaded = store
+                        .call(move |s| {
+                            Ok(crate::cli::compare::compare_stored(
+                                &project, s, &prompts, &backends, samples,
+                            )
+                            .map(|c| models_data(&c))
+                            .map_err(|e| cli_error_text(&e)))
+                        })
+                        .await;
+                    let _ = tx.send(Msg::ModelsLoaded {
+                        seq,
+                        result: loaded.and_then(|r| r),
+                    });
+                });
+            }
             // The loop owns the terminal and the theme.
             Effect::ExternalEditor { .. } | Effect::SetTheme(_) | Effect::Quit => {}
         }
+    }
+}
+
+fn models_data(c: &crate::cli::compare::StoredComparison) -> ModelsData {
+    ModelsData {
+        charts: crate::compare::tui_charts(&c.report),
+        samples: c.report.samples,
+        run_ids: c.report.run_ids.clone(),
+        missing: c.missing.clone(),
+        skipped: c.skipped.clone(),
+    }
+}
+
+/// A CLI error as one status line: the first diagnostic rather than a count of them.
+fn cli_error_text(e: &crate::cli::CliError) -> String {
+    match e {
+        crate::cli::CliError::Diagnostics(d) => d
+            .iter()
+            .find(|d| d.is_error())
+            .map_or_else(|| e.to_string(), ToString::to_string),
+        other => other.to_string(),
     }
 }
 
