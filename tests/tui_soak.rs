@@ -48,7 +48,7 @@ impl Rng {
 }
 
 /// Buffer size (prompt and tests lines together) past which the soak restarts the app.
-const MAX_LINES: usize = 2_000;
+const MAX_LINES: usize = 1_000;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -111,8 +111,29 @@ fn random_key(rng: &mut Rng) -> KeyChord {
         Key::PageDown,
     ];
     let chars = [
-        'a', 'j', 'k', 'q', 'r', 'n', 'N', 'm', 'l', 'c', 'd', 'i', '/', '?', ' ', '1', '{', '}',
-        '%', '\u{e9}', '\u{1F600}', '\u{301}', '\t',
+        'a',
+        'j',
+        'k',
+        'q',
+        'r',
+        'n',
+        'N',
+        'm',
+        'l',
+        'c',
+        'd',
+        'i',
+        '/',
+        '?',
+        ' ',
+        '1',
+        '{',
+        '}',
+        '%',
+        '\u{e9}',
+        '\u{1F600}',
+        '\u{301}',
+        '\t',
     ];
     let key = match rng.below(10) {
         0..=4 => Key::Char(rng.pick(&chars)),
@@ -350,7 +371,12 @@ fn soak(seed: u64, events: u64, draw_every: u64, trail: &mut VecDeque<String>) -
     let mut rng = Rng(seed);
     let themes: Vec<(String, Theme)> = theme::SHIPPED
         .iter()
-        .map(|(n, _)| ((*n).to_owned(), theme::load(n, None).expect("shipped theme")))
+        .map(|(n, _)| {
+            (
+                (*n).to_owned(),
+                theme::load(n, None).expect("shipped theme"),
+            )
+        })
         .collect();
     let (mut app, effects) = App::new(setup(&mut rng));
     let mut pending: Vec<Msg> = Vec::new();
