@@ -997,17 +997,17 @@ fn gguf_seed_file_is_valid() {
 // ---------------------------------------------------------------------------------------------
 // Store export / import
 
-/// (prompt, files, labels, runs of (backend, parameters, results))
+/// A generated result: (case, sample, output, cost, passed, is an error).
+type GResult = (u32, u32, String, f64, Option<bool>, bool);
+/// A generated run: (index of its version, backend, parameters, results).
+type GRun = (usize, String, Value, Vec<GResult>);
+
+/// What to put in a store: units (prompt, files), labels (index of the version, label), runs.
 #[derive(Debug, Clone)]
 struct StoreContent {
     units: Vec<(String, BTreeMap<String, String>)>,
     labels: Vec<(usize, String)>,
-    runs: Vec<(
-        usize,
-        String,
-        Value,
-        Vec<(u32, u32, String, f64, Option<bool>, bool)>,
-    )>,
+    runs: Vec<GRun>,
 }
 
 fn store_content() -> impl Strategy<Value = StoreContent> {
