@@ -84,6 +84,13 @@ fn assert_refused(run: &Run, args: &[&str], file: &str, positional: bool) {
         "{what}: exit code {}\nstdout: {}\nstderr: {}",
         run.code, run.stdout, run.stderr
     );
+    assert!(
+        !run.stderr
+            .lines()
+            .any(|l| l.starts_with("error: ") && l.contains(": error: ")),
+        "{what}: a doubled `error:` prefix:\n{}",
+        run.stderr
+    );
     let located = run.stderr.lines().any(|line| {
         let Some(at) = line.find(file) else {
             return false;

@@ -591,10 +591,15 @@ pub fn import(project: &Project, path: &Path) -> Result<Exit, CliError> {
         store.import(&mut BufReader::new(file))
     }
     .map_err(|e| match e {
-        store::StoreError::Import { line, message } => CliError::Usage(format!(
-            "{}:{line}:1: error: {message}; nothing was imported",
-            path.display()
-        )),
+        // A located diagnostic like every other file error (it was printed after a second
+        // `error:` prefix: "error: FILE:3:1: error: ...").
+        store::StoreError::Import { line, message } => {
+            CliError::Diagnostics(vec![crate::diagnostic::Diagnostic::error(
+                path,
+                crate::diagnostic::Position::new(line, 1),
+                format!("{message}; nothing was imported"),
+            )])
+        }
         other => other.into(),
     })?;
     println!(
