@@ -11,7 +11,7 @@
 //! events before it; rerun with `PROMPTDECK_SOAK_SEED=<seed>`. Longer runs:
 //! `PROMPTDECK_SOAK_EVENTS=2000000 PROMPTDECK_SOAK_SEEDS=8 cargo test --release --test tui_soak`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use ratatui::Terminal;
@@ -367,7 +367,12 @@ fn setup(rng: &mut Rng) -> Setup {
 }
 
 /// Runs `events` random events from `seed`; `trail` keeps the latest events for the report.
-fn soak(seed: u64, events: u64, draw_every: u64, trail: &mut VecDeque<String>) -> u64 {
+fn soak(
+    seed: u64,
+    events: u64,
+    draw_every: u64,
+    trail: &mut VecDeque<String>,
+) -> (u64, BTreeSet<String>) {
     let mut rng = Rng(seed);
     let themes: Vec<(String, Theme)> = theme::SHIPPED
         .iter()
@@ -385,7 +390,22 @@ fn soak(seed: u64, events: u64, draw_every: u64, trail: &mut VecDeque<String>) -
     }
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
     let mut frames = 0;
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     for index in 0..events {
+        // What was reached, so the test fails if the generator stops reaching a screen.
+        seen.insert(format!("{:?}", app.view));
+        if let Some(overlay) = &app.overlay {
+            let name = format!("{overlay:?}");
+            seen.insert(
+                name.split([' ', '{', '('])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        if app.run.is_some() {
+            seen.insert("run".to_owned());
+        }
         // Either a worker answer (taken from anywhere in the queue: answers overtake each
         // other) or user input.
         let msg = if !pending.is_empty() && rng.chance(35) {
@@ -477,7 +497,7 @@ fn soak(seed: u64, events: u64, draw_every: u64, trail: &mut VecDeque<String>) -
             maybe_draw(&mut terminal, &app, &themes, index, draw_every, &mut frames);
         }
     }
-    frames
+    (frames, seen)
 }
 
 fn trail_push(trail: &mut VecDeque<String>, index: u64, event: String) {
@@ -529,10 +549,28 @@ fn tui_survives_a_random_event_stream() {
             soak(seed, events, draw_every, &mut trail)
         }));
         match outcome {
-            Ok(frames) => eprintln!(
-                "seed {seed}: {events} events, {frames} frames drawn in {:.1?}",
-                started.elapsed()
-            ),
+            Ok((frames, seen)) => {
+                eprintln!(
+                    "seed {seed}: {events} events, {frames} frames drawn in {:.1?}; reached {seen:?}",
+                    started.elapsed()
+                );
+                // A soak that never leaves the main screen proves little.
+                if events >= 10_000 {
+                    for state in [
+                        "Main",
+                        "Compare",
+                        "History",
+                        "Help",
+                        "Palette",
+                        "Backends",
+                        "Input",
+                        "ConfirmQuit",
+                        "run",
+                    ] {
+                        assert!(seen.contains(state), "seed {seed} never reached {state}");
+                    }
+                }
+            }
             Err(_) => panic!(
                 "the TUI panicked (message above) with seed {seed}; reproduce with \
                  PROMPTDECK_SOAK_SEED={seed} cargo test --test tui_soak\nlast events:\n{}",
