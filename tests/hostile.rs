@@ -113,6 +113,23 @@ fn assert_refused(run: &Run, args: &[&str], file: &str, positional: bool) {
     );
 }
 
+/// The most memory any child process (any `promptdeck` this test binary ran) has used: a YAML
+/// bomb or a 100 MB file must not be expanded or read into memory.
+fn assert_children_memory_bounded() {
+    const LIMIT_KB: i64 = 512 * 1024;
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    // Linux reports kilobytes.
+    let max_kb = usage.ru_maxrss as i64;
+    assert!(
+        max_kb < LIMIT_KB,
+        "a promptdeck process used {} MB",
+        max_kb / 1024
+    );
+}
+
 /// Which commands read a prompt; each gets the hostile file.
 fn prompt_commands(name: &str) -> Vec<Vec<String>> {
     [
@@ -135,6 +152,7 @@ fn refuse_everywhere(p: &TempProject, name: &str, file: &str, positional: bool) 
         assert_refused(&run, &args, file, positional);
     }
     assert_eq!(store_state(p), before, "{file} changed the store");
+    assert_children_memory_bounded();
 }
 
 #[test]
@@ -170,6 +188,7 @@ fn hostile_tests_files_are_refused_with_a_location() {
         }
         assert_eq!(store_state(&p), before, "{file_name} changed the store");
     }
+    assert_children_memory_bounded();
 }
 
 #[test]
@@ -196,6 +215,7 @@ fn hostile_configs_are_refused_with_a_location() {
         p.write("promptdeck.toml", CONFIG);
         assert_eq!(store_state(&p), before, "{file_name} changed the store");
     }
+    assert_children_memory_bounded();
 }
 
 #[test]
@@ -210,6 +230,7 @@ fn hostile_imports_are_refused_whole() {
         assert_refused(&run, &args, file_name.as_str(), true);
         assert_eq!(store_state(&p), before, "{file_name} changed the store");
     }
+    assert_children_memory_bounded();
 }
 
 /// Writes `size` bytes of `line` repeated, without holding them in memory.
@@ -272,6 +293,7 @@ fn hundred_megabyte_files_are_refused_quickly() {
     std::fs::remove_file(&import).expect("rm");
 
     assert_eq!(store_state(&p), before, "a big file changed the store");
+    assert_children_memory_bounded();
 }
 
 /// The corpus covers what the issue lists; a file removed by accident fails here.
