@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use promptdeck::cli::{self, Cli, CliError, Exit};
+use promptdeck::project::ProjectError;
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
@@ -20,6 +21,16 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(CliError::Diagnostics(diagnostics)) => {
             cli::print_diagnostics(&diagnostics, &cwd);
+            Exit::InputError.into()
+        }
+        // A located problem in promptdeck.toml prints like every other file error. Through
+        // anyhow it read "error: FILE:1:1: error: MESSAGE: MESSAGE" (the source chain repeats it).
+        Err(CliError::Project(ProjectError::Config(diagnostic))) => {
+            cli::print_diagnostics(&[diagnostic], &cwd);
+            Exit::InputError.into()
+        }
+        Err(CliError::Project(ProjectError::File(error))) => {
+            cli::print_diagnostics(&[error.to_diagnostic()], &cwd);
             Exit::InputError.into()
         }
         Err(err) => {

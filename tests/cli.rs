@@ -328,10 +328,10 @@ fn bad_config_is_located() {
     );
     let run = project.run(&["check"]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    // Printed like every other file diagnostic: relative path first, no second `error:` prefix.
     assert!(
         run.stderr
-            .contains("promptdeck.toml:6:1: error: unknown field `modle`"),
+            .starts_with("promptdeck.toml:6:1: error: unknown field `modle`"),
         "{}",
         run.stderr
     );

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{CliError, Exit, OutputFormat, plural, print_diagnostics};
+use crate::diagnostic::Severity;
 use crate::library;
 use crate::project::Project;
 use crate::refs::{self, Resolved};
@@ -85,7 +86,26 @@ pub fn commit(
     spec: &str,
     message: Option<&str>,
 ) -> Result<Exit, CliError> {
-    let unit = working_unit(project, cwd, spec)?;
+    let file = project.resolve_prompt(spec, cwd).map_err(CliError::Usage)?;
+    let (unit, diagnostics) = library::unit_files(project, &file).map_err(CliError::Diagnostics)?;
+    print_diagnostics(&diagnostics, cwd);
+    // A version is what `run` and `test` will execute: one whose template does not render
+    // (a syntax error, an endless loop, an include outside the library) is refused here rather
+    // than stored. The workbench's save still commits work in progress, where a user expects
+    // Ctrl-S never to lose an edit.
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    if errors > 0 {
+        eprintln!(
+            "nothing committed: {} in {}; fix {} first",
+            plural(errors, "error"),
+            unit.prompt,
+            if errors == 1 { "it" } else { "them" }
+        );
+        return Ok(Exit::InputError);
+    }
     let store = project.open_store()?;
     let outcome = store.commit(&unit, message.unwrap_or(""), &author(project))?;
     let short = store.short_id(outcome.id());
@@ -571,10 +591,15 @@ pub fn import(project: &Project, path: &Path) -> Result<Exit, CliError> {
         store.import(&mut BufReader::new(file))
     }
     .map_err(|e| match e {
-        store::StoreError::Import { line, message } => CliError::Usage(format!(
-            "{}:{line}:1: error: {message}; nothing was imported",
-            path.display()
-        )),
+        // A located diagnostic like every other file error (it was printed after a second
+        // `error:` prefix: "error: FILE:3:1: error: ...").
+        store::StoreError::Import { line, message } => {
+            CliError::Diagnostics(vec![crate::diagnostic::Diagnostic::error(
+                path,
+                crate::diagnostic::Position::new(line, 1),
+                format!("{message}; nothing was imported"),
+            )])
+        }
         other => other.into(),
     })?;
     println!(

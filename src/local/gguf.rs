@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::GgmlDType;
@@ -138,17 +138,36 @@ impl GgufModel {
         let mut reader = BufReader::new(file);
         let file_size = reader.seek(SeekFrom::End(0)).map_err(io_err)?;
         reader.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        let content = Content::read(&mut reader).map_err(|e| GgufError::Corrupt {
+        let corrupt = |message: String| GgufError::Corrupt {
             path: path.clone(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        // candle divides by `general.alignment` without checking it; a zero there would panic
+        // inside `Content::read`, so it is looked for first.
+        if let Some(message) = zero_alignment(&mut reader, file_size) {
+            return Err(corrupt(message));
+        }
+        reader.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let content = Content::read(&mut reader).map_err(|e| corrupt(e.to_string()))?;
 
         let mut parameter_count = 0u64;
         let mut bytes_by_type: HashMap<GgmlDType, u64> = HashMap::new();
         for (name, ti) in &content.tensor_infos {
-            let elems = ti.shape.elem_count() as u64;
+            // Dimensions come from the file: their product (and the byte size) can overflow,
+            // which `Shape::elem_count` would not notice in a release build (a wrapped size
+            // passes the bounds check below) and panics on in a debug one.
+            let overflow = || corrupt(format!("tensor `{name}` has an impossibly large shape"));
+            let elems = ti
+                .shape
+                .dims()
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+                .ok_or_else(overflow)?;
             let block = ti.ggml_dtype.block_size() as u64;
-            let bytes = elems.div_ceil(block.max(1)) * ti.ggml_dtype.type_size() as u64;
+            let bytes = elems
+                .div_ceil(block.max(1))
+                .checked_mul(ti.ggml_dtype.type_size() as u64)
+                .ok_or_else(overflow)?;
             let needed = content
                 .tensor_data_offset
                 .saturating_add(ti.offset)
@@ -161,7 +180,7 @@ impl GgufModel {
                     size: file_size,
                 });
             }
-            parameter_count += elems;
+            parameter_count = parameter_count.saturating_add(elems);
             // Norms and biases are F32 in every quantized file; only matrices say what the
             // quantization is.
             if ti.shape.rank() >= 2 {
@@ -236,6 +255,93 @@ impl GgufModel {
             add_space_prefix: md.opt_bool("tokenizer.ggml.add_space_prefix")?,
         })
     }
+}
+
+/// Walks the header's metadata and reports a `general.alignment` of zero. Anything else that is
+/// wrong is left to candle's reader, which reports it as corrupt; this walk only gives up
+/// (`None`) where the file does not parse. Values are skipped with `seek_relative`, which keeps
+/// the reader's buffer, so a 150,000-token vocabulary costs no extra reads from disk.
+fn zero_alignment(reader: &mut BufReader<File>, file_size: u64) -> Option<String> {
+    type R = BufReader<File>;
+    fn u32_of(r: &mut R) -> Option<u32> {
+        let mut b = [0u8; 4];
+        r.read_exact(&mut b).ok()?;
+        Some(u32::from_le_bytes(b))
+    }
+    fn u64_of(r: &mut R) -> Option<u64> {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b).ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+    // Version 1 writes lengths as u32, later versions as u64.
+    fn len_of(r: &mut R, v1: bool) -> Option<u64> {
+        if v1 {
+            u32_of(r).map(u64::from)
+        } else {
+            u64_of(r)
+        }
+    }
+    /// Skips a value of GGUF type `kind`; returns its value when it is an integer.
+    fn skip(r: &mut R, kind: u32, v1: bool, depth: usize, size: u64) -> Option<Option<i128>> {
+        let mut integer = |n: usize| -> Option<Option<i128>> {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b[..n]).ok()?;
+            Some(Some(match kind {
+                1 => i128::from(b[0] as i8),
+                3 => i128::from(i16::from_le_bytes([b[0], b[1]])),
+                5 => i128::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                11 => i128::from(i64::from_le_bytes(b)),
+                _ => i128::from(u64::from_le_bytes(b)),
+            }))
+        };
+        match kind {
+            0 | 1 => integer(1),
+            2 | 3 => integer(2),
+            4 | 5 => integer(4),
+            10 | 11 => integer(8),
+            6 => r.seek_relative(4).ok().map(|_| None),
+            7 => r.seek_relative(1).ok().map(|_| None),
+            12 => r.seek_relative(8).ok().map(|_| None),
+            8 => {
+                let len = len_of(r, v1)?;
+                (len <= size).then_some(())?;
+                r.seek_relative(i64::try_from(len).ok()?).ok().map(|_| None)
+            }
+            9 if depth < 4 => {
+                let item = u32_of(r)?;
+                let len = len_of(r, v1)?;
+                // Every item takes at least a byte: more items than the file has bytes is
+                // corrupt, and bounds this loop.
+                (len <= size).then_some(())?;
+                for _ in 0..len {
+                    skip(r, item, v1, depth + 1, size)?;
+                }
+                Some(None)
+            }
+            _ => None,
+        }
+    }
+    let mut magic = [0u8; 4];
+    reader.read_exact(&mut magic).ok()?;
+    (&magic == b"GGUF").then_some(())?;
+    let v1 = u32_of(reader)? == 1;
+    let _tensors = len_of(reader, v1)?;
+    let entries = len_of(reader, v1)?;
+    for _ in 0..entries.min(file_size) {
+        let key_len = len_of(reader, v1)?;
+        // Real keys are short; a long one is left to candle to judge.
+        (key_len <= 1 << 16).then_some(())?;
+        let mut key = vec![0u8; usize::try_from(key_len).ok()?];
+        reader.read_exact(&mut key).ok()?;
+        let kind = u32_of(reader)?;
+        let value = skip(reader, kind, v1, 0, file_size)?;
+        if key == b"general.alignment" && value == Some(0) {
+            return Some("metadata key `general.alignment` is 0".to_owned());
+        }
+        // Past the end: the walk read garbage; candle reports it.
+        (reader.stream_position().ok()? <= file_size).then_some(())?;
+    }
+    None
 }
 
 /// Typed, error-reporting view of the metadata map.
