@@ -37,11 +37,14 @@ macro_rules! multiversion {
 }
 
 pub mod f16;
+pub mod gemma3;
+pub mod kquant;
 pub mod llama;
 pub mod math;
 pub mod matmul;
 pub mod quant;
 
+pub use gemma3::{Gemma3Config, Gemma3Model};
 pub use llama::{LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData};
 
 /// Errors from building a model out of raw tensors.
