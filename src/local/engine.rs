@@ -963,7 +963,8 @@ impl Engine {
     pub(super) fn step_logits(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
         let model = &mut self.model;
         let device = &self.device;
-        self.pool.install(|| Ok(model.forward(ids, pos, device)?.to_vec1()?))
+        self.pool
+            .install(|| Ok(model.forward(ids, pos, device)?.to_vec1()?))
     }
 
     /// Logits after a prefill of `ids`, for numeric comparisons in tests.

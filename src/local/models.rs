@@ -354,7 +354,9 @@ fn progress_bar(total: u64, message: String) -> indicatif::ProgressBar {
 }
 
 fn download_from_hub(model: &KnownModel, partial: &Path) -> Result<(), String> {
-    let repo = model.hub_repo.ok_or("no Hugging Face repository is known")?;
+    let repo = model
+        .hub_repo
+        .ok_or("no Hugging Face repository is known")?;
     let endpoint = std::env::var("HF_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty())

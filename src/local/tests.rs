@@ -529,12 +529,15 @@ fn gemma_path() -> PathBuf {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            if let Some(path) = std::env::var_os("PROMPTDECK_GEMMA_MODEL").filter(|v| !v.is_empty()) {
+            if let Some(path) = std::env::var_os("PROMPTDECK_GEMMA_MODEL").filter(|v| !v.is_empty())
+            {
                 return PathBuf::from(path);
             }
             match models::ensure_known(&models::GEMMA3_MODEL) {
                 Ok((path, _)) => path,
-                Err(e) => panic!("the gemma3 model is needed by these tests and could not be had: {e}"),
+                Err(e) => {
+                    panic!("the gemma3 model is needed by these tests and could not be had: {e}")
+                }
             }
         })
         .clone()
@@ -584,7 +587,10 @@ fn gemma3_greedy_vectors() {
     eprintln!("gemma3 greedy agreement per vector: {report:?}");
     let floors = [16, 16, 3, 16];
     for (i, (&agree, &floor)) in report.iter().zip(&floors).enumerate() {
-        assert!(agree >= floor, "vector {i}: {agree} ids agree, want {floor}: {report:?}");
+        assert!(
+            agree >= floor,
+            "vector {i}: {agree} ids agree, want {floor}: {report:?}"
+        );
     }
 }
 
@@ -663,17 +669,12 @@ fn dump_gemma3_logits() {
     let r = reference("gemma3-reference.json");
     for (i, case) in r.greedy.iter().enumerate() {
         let mut bytes = Vec::new();
-        let mut logits = e.prefill_logits(&case.prompt_ids).expect("prefill");
-        let mut pos = case.prompt_ids.len();
-        for step in 0..=steps {
+        let logits = e.prefill_logits(&case.prompt_ids).expect("prefill");
+        bytes.extend(logits.iter().flat_map(|v| v.to_le_bytes()));
+        let start = case.prompt_ids.len();
+        for (step, &id) in case.completion_ids.iter().take(steps).enumerate() {
+            let logits = e.step_logits(&[id], start + step).expect("step");
             bytes.extend(logits.iter().flat_map(|v| v.to_le_bytes()));
-            if step == steps {
-                break;
-            }
-            logits = e
-                .step_logits(&[case.completion_ids[step]], pos)
-                .expect("step");
-            pos += 1;
         }
         let mut p = path.clone();
         p.push(format!(".{i}"));

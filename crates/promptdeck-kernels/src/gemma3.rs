@@ -62,7 +62,9 @@ impl Gemma3Config {
 
     /// Whether layer `il` uses the sliding window (llama.cpp's `set_swa_pattern`).
     pub fn is_swa(&self, il: usize) -> bool {
-        self.sliding_window > 0 && self.swa_pattern > 0 && il % self.swa_pattern < self.swa_pattern - 1
+        self.sliding_window > 0
+            && self.swa_pattern > 0
+            && il % self.swa_pattern < self.swa_pattern - 1
     }
 }
 
@@ -270,7 +272,11 @@ impl Gemma3Model {
             let swa = c.is_swa(li);
             let cur = rms_norm(&x, e, c.rms_eps, &layer.attn_norm);
             trace(&format!("attn_norm-{li}"), &cur);
-            let acts = ActsCache::new(&cur, e, &[layer.wq.kind(), layer.wk.kind(), layer.wv.kind()]);
+            let acts = ActsCache::new(
+                &cur,
+                e,
+                &[layer.wq.kind(), layer.wk.kind(), layer.wv.kind()],
+            );
             matmul::run(&mut [
                 Job {
                     w: &layer.wq,
@@ -412,7 +418,12 @@ impl ActsCache {
     fn get(&self, kind: WeightKind) -> &Acts {
         let f = Format::of(kind);
         // `new` quantized for every kind the caller passes, and callers look up only those.
-        &self.0.iter().find(|(g, _)| *g == f).expect("quantized in new").1
+        &self
+            .0
+            .iter()
+            .find(|(g, _)| *g == f)
+            .expect("quantized in new")
+            .1
     }
 }
 
@@ -557,7 +568,10 @@ mod tests {
         for x in [-3.0f32, -0.5, 0.25, 1.0, 2.0, 5.0] {
             let exact = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
             let got = t[usize::from(f16::from_f32(x))];
-            assert!((got - exact).abs() <= 2e-3 * exact.abs().max(1.0), "{x}: {got} {exact}");
+            assert!(
+                (got - exact).abs() <= 2e-3 * exact.abs().max(1.0),
+                "{x}: {got} {exact}"
+            );
         }
         let mut g = [-11.0f32, 11.0, 1.0];
         geglu(&mut g, &[2.0, 2.0, 2.0]);

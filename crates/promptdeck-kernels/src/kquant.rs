@@ -599,21 +599,13 @@ mod avx2 {
                     let h1 =
                         _mm256_slli_epi16::<2>(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(12)));
                     let h2 = _mm256_and_si256(q4bits_h, _mm256_set1_epi8(48));
-                    let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(
-                        q4bits_h,
-                        _mm256_set1_epi8(-64),
-                    ));
+                    let h3 =
+                        _mm256_srli_epi16::<2>(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(-64)));
                     let q = [
                         _mm256_or_si256(_mm256_and_si256(q4bits1, m15), h0),
                         _mm256_or_si256(_mm256_and_si256(q4bits2, m15), h1),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m15),
-                            h2,
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m15),
-                            h3,
-                        ),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m15), h2),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m15), h3),
                     ];
                     for (k, qk) in q.iter().enumerate() {
                         let c = 4 * j + k;
@@ -657,23 +649,15 @@ mod avx2 {
                 let q4bits2 = load(&blk[64 * j + 32..]);
                 let q4bits_h = load(&blk[128 + 32 * j..]);
                 let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(q4bits_h, m3));
-                let h1 =
-                    _mm256_slli_epi16::<2>(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(12)));
+                let h1 = _mm256_slli_epi16::<2>(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(12)));
                 let h2 = _mm256_and_si256(q4bits_h, _mm256_set1_epi8(48));
-                let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(
-                    q4bits_h,
-                    _mm256_set1_epi8(-64),
-                ));
+                let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(q4bits_h, _mm256_set1_epi8(-64)));
                 q[4 * j] = _mm256_or_si256(_mm256_and_si256(q4bits1, m15), h0);
                 q[4 * j + 1] = _mm256_or_si256(_mm256_and_si256(q4bits2, m15), h1);
-                q[4 * j + 2] = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m15),
-                    h2,
-                );
-                q[4 * j + 3] = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m15),
-                    h3,
-                );
+                q[4 * j + 2] =
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m15), h2);
+                q[4 * j + 3] =
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m15), h3);
                 for k in 0..4 {
                     s[4 * j + k] = scale_pair(sc, 4 * j + k);
                 }
@@ -716,9 +700,7 @@ mod tests {
                     blk[0..2].copy_from_slice(&f16::from_f32(rng.f32() * 0.01).to_le_bytes());
                     blk[2..4].copy_from_slice(&f16::from_f32(rng.f32() * 0.01).to_le_bytes());
                 }
-                _ => {
-                    blk[208..210].copy_from_slice(&f16::from_f32(rng.f32() * 0.01).to_le_bytes())
-                }
+                _ => blk[208..210].copy_from_slice(&f16::from_f32(rng.f32() * 0.01).to_le_bytes()),
             }
         }
         v

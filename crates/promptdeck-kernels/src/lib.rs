@@ -25,6 +25,7 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             if $crate::has_avx2() {
                 #[target_feature(enable = "avx2,fma,f16c,sse4.1")]
+                #[allow(clippy::too_many_arguments)]
                 fn fast($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }

@@ -116,7 +116,11 @@ fn matrix(t: WeightData, name: &str, cols: usize, rows: usize) -> Result<Matrix,
     Ok(Matrix::new(kind, t.bytes, rows, cols))
 }
 
-pub(crate) fn vector(src: &mut dyn TensorSource, name: &str, n: usize) -> Result<Vec<f32>, KernelError> {
+pub(crate) fn vector(
+    src: &mut dyn TensorSource,
+    name: &str,
+    n: usize,
+) -> Result<Vec<f32>, KernelError> {
     let t = required(src, name)?;
     check_dims(name, &t, &[n])?;
     if t.ty != "F32" {
@@ -667,6 +671,7 @@ multiversion! {
     /// FMAs per output (ggml's `simd_gemm`), 64-wide KV tiles with ggml's vector softmax
     /// (polynomial exp, sums in double per 16 lanes). Returns `[row][hd]`.
     /// `window` (0 for none) masks keys `window` or more positions behind the query.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn attend_tiled(q: &[f32], k: &[f32], v: &[f32], hd: usize, pos: usize, n: usize, scale: f32, window: usize) -> Vec<f32> => attend_tiled_body
 }
 
@@ -701,7 +706,11 @@ fn attend_tiled_body(
         }
         for t in 0..n {
             let n_kv = pos + t + 1;
-            let lo = if window == 0 { 0 } else { n_kv.saturating_sub(window) };
+            let lo = if window == 0 {
+                0
+            } else {
+                n_kv.saturating_sub(window)
+            };
             if n_kv <= ic || ic + tile <= lo {
                 // Every position of this tile is masked for this row: ggml skips it.
                 continue;

@@ -19,7 +19,10 @@ impl Matrix {
     /// Takes GGUF bytes (row-major blocks); the caller has checked the byte length.
     pub fn new(kind: WeightKind, data: Vec<u8>, rows: usize, cols: usize) -> Self {
         debug_assert_eq!(cols % kind.block_elems(), 0);
-        debug_assert_eq!(data.len(), rows * cols / kind.block_elems() * kind.block_bytes());
+        debug_assert_eq!(
+            data.len(),
+            rows * cols / kind.block_elems() * kind.block_bytes()
+        );
         Self {
             kind,
             rows,
