@@ -544,6 +544,14 @@ fn gemma_path() -> PathBuf {
 }
 
 #[test]
+fn gemma3_model_matches_vectors_sha256() {
+    let r = reference("gemma3-reference.json");
+    assert_eq!(models::GEMMA3_MODEL.sha256, r.model_sha256);
+    let hex = models::sha256_file(&gemma_path()).expect("hash");
+    assert_eq!(hex, r.model_sha256);
+}
+
+#[test]
 fn gemma3_tokenize_vectors() {
     let m = GgufModel::open(gemma_path()).expect("open");
     assert_eq!(m.info.architecture, Architecture::Gemma3);
@@ -562,6 +570,8 @@ fn gemma3_tokenize_vectors() {
 fn gemma3_greedy_vectors() {
     let mut e = Engine::load(gemma_path(), &EngineConfig::default()).expect("load gemma3");
     assert_eq!(e.weight_mode(), WeightMode::Native);
+    // The native path masks the sliding window itself, so the context is not capped at it.
+    assert_eq!(e.usable_context(), engine::LLAMA_MAX_POSITIONS);
     let r = reference("gemma3-reference.json");
     let mut report = Vec::new();
     for case in &r.greedy {

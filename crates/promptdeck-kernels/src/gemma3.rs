@@ -324,6 +324,7 @@ impl Gemma3Model {
                 x: &acts,
                 out: &mut proj,
             }]);
+            trace(&format!("attn_out-{li}"), &proj);
             if li + 1 == self.layers.len() && rows > 1 {
                 proj.drain(..(rows - 1) * e);
                 x.drain(..(rows - 1) * e);
