@@ -171,7 +171,9 @@ pub struct RawBackend {
     pub prices: Option<RawPrices>,
     /// Local engine: CPU threads for inference.
     pub threads: Option<u32>,
-    /// Local engine: keep the weights in their stored layout for bit-exact results.
+    /// Local engine, candle only: keep Q4_1 weights as stored (slower, closer to llama.cpp)
+    /// instead of repacking them to Q8_0. Files the native kernels run (llama Q4_1/Q8_0, gemma3
+    /// Q4_1/Q5_0/Q8_0/Q4_K/Q6_K) are always held as stored, so there it changes nothing.
     pub exact: Option<bool>,
     /// Sampling parameters laid over every prompt's own on this backend (the command line's
     /// still win): two entries for one model are two sampling configurations to compare.

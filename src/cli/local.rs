@@ -192,7 +192,7 @@ fn weights_in_memory(gguf: &crate::local::GgufModel) -> String {
     use crate::local::WeightMode;
     match crate::local::engine::planned_weight_modes(gguf) {
         Ok((WeightMode::Native, _)) => {
-            "native kernels, weights as stored: greedy output equals llama.cpp's (`exact` changes nothing)".to_string()
+            "native kernels (llama.cpp's CPU numerics), weights as stored; `exact` changes nothing".to_string()
         }
         Ok((WeightMode::RepackedQ8_0, _)) => {
             "candle, Q4_1 repacked to Q8_0 (default: faster, drifts from llama.cpp); `exact = true` keeps Q4_1 (slower, closer)".to_string()

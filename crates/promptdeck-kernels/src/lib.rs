@@ -25,6 +25,7 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             if $crate::has_avx2() {
                 #[target_feature(enable = "avx2,fma,f16c,sse4.1")]
+                #[allow(clippy::too_many_arguments)]
                 fn fast($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
@@ -37,11 +38,14 @@ macro_rules! multiversion {
 }
 
 pub mod f16;
+pub mod gemma3;
+pub mod kquant;
 pub mod llama;
 pub mod math;
 pub mod matmul;
 pub mod quant;
 
+pub use gemma3::{Gemma3Config, Gemma3Model};
 pub use llama::{AttentionKernel, LlamaConfig, LlamaModel, LlamaState, TensorSource, WeightData};
 
 /// Errors from building a model out of raw tensors.

@@ -86,12 +86,12 @@ fn weight_kind(name: &str, ty: &str) -> Result<WeightKind, KernelError> {
     }
 }
 
-fn required(src: &mut dyn TensorSource, name: &str) -> Result<WeightData, KernelError> {
+pub(crate) fn required(src: &mut dyn TensorSource, name: &str) -> Result<WeightData, KernelError> {
     src.tensor(name)?
         .ok_or_else(|| KernelError::MissingTensor(name.to_string()))
 }
 
-fn check_dims(name: &str, t: &WeightData, want: &[usize]) -> Result<(), KernelError> {
+pub(crate) fn check_dims(name: &str, t: &WeightData, want: &[usize]) -> Result<(), KernelError> {
     if t.dims != want {
         return Err(KernelError::BadShape {
             name: name.to_string(),
@@ -116,7 +116,11 @@ fn matrix(t: WeightData, name: &str, cols: usize, rows: usize) -> Result<Matrix,
     Ok(Matrix::new(kind, t.bytes, rows, cols))
 }
 
-fn vector(src: &mut dyn TensorSource, name: &str, n: usize) -> Result<Vec<f32>, KernelError> {
+pub(crate) fn vector(
+    src: &mut dyn TensorSource,
+    name: &str,
+    n: usize,
+) -> Result<Vec<f32>, KernelError> {
     let t = required(src, name)?;
     check_dims(name, &t, &[n])?;
     if t.ty != "F32" {
@@ -167,9 +171,9 @@ pub struct LlamaModel {
 pub struct LlamaState {
     /// Values are f16 (the cache type llama.cpp uses), held widened to f32 so attention reads
     /// them without converting.
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    cap: usize,
+    pub(crate) k: Vec<Vec<f32>>,
+    pub(crate) v: Vec<Vec<f32>>,
+    pub(crate) cap: usize,
 }
 
 impl LlamaModel {
@@ -460,7 +464,7 @@ impl LlamaModel {
 
 /// ggml_rms_norm followed by the weight multiply: `sum(x*x)` accumulated in double,
 /// `scale = 1/sqrtf(mean + eps)`, `y = (x * scale) * w`.
-fn rms_norm(x: &[f32], e: usize, eps: f32, w: &[f32]) -> Vec<f32> {
+pub(crate) fn rms_norm(x: &[f32], e: usize, eps: f32, w: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     for (xr, yr) in x.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
         let sum: f64 = xr.iter().map(|&v| f64::from(v * v)).sum();
@@ -474,7 +478,7 @@ fn rms_norm(x: &[f32], e: usize, eps: f32, w: &[f32]) -> Vec<f32> {
 }
 
 /// ggml's RoPE angle cache for each position of the batch (normal mode: adjacent pairs).
-struct RopeCache {
+pub(crate) struct RopeCache {
     n_rot: usize,
     /// `[token][n_rot]` of interleaved (cos, sin).
     cs: Vec<f32>,
@@ -482,22 +486,52 @@ struct RopeCache {
 
 impl RopeCache {
     fn new(c: &LlamaConfig, pos: usize, n: usize) -> Self {
-        let theta_scale = c.rope_base.powf(-2.0 / c.n_rot as f32);
-        let mut cs = vec![0.0f32; n * c.n_rot];
+        Self::with_base(c.rope_base, c.n_rot, pos, n)
+    }
+
+    pub(crate) fn with_base(base: f32, n_rot: usize, pos: usize, n: usize) -> Self {
+        let theta_scale = base.powf(-2.0 / n_rot as f32);
+        let mut cs = vec![0.0f32; n * n_rot];
         for t in 0..n {
             let mut theta = (pos + t) as f32;
-            for i in (0..c.n_rot).step_by(2) {
-                cs[t * c.n_rot + i] = theta.cos();
-                cs[t * c.n_rot + i + 1] = theta.sin();
+            for i in (0..n_rot).step_by(2) {
+                cs[t * n_rot + i] = theta.cos();
+                cs[t * n_rot + i + 1] = theta.sin();
                 theta *= theta_scale;
             }
         }
-        Self { n_rot: c.n_rot, cs }
+        Self { n_rot, cs }
     }
 
     /// Rotates `x` (`[token][head][hd]`) in place.
     fn apply(&self, x: &mut [f32], heads: usize, hd: usize) {
         rotate(&self.cs, self.n_rot, x, heads, hd);
+    }
+
+    /// NEOX mode: pairs `(i, i + n_rot/2)` use the angles of `2i`.
+    pub(crate) fn apply_neox(&self, x: &mut [f32], heads: usize, hd: usize) {
+        rotate_neox(&self.cs, self.n_rot, x, heads, hd);
+    }
+}
+
+multiversion! {
+    /// ggml's `rotate_pairs` for NEOX mode, with the same FMA contraction as `rotate`.
+    fn rotate_neox(cs: &[f32], n_rot: usize, x: &mut [f32], heads: usize, hd: usize) => rotate_neox_body
+}
+
+#[inline(always)]
+fn rotate_neox_body(cs: &[f32], n_rot: usize, x: &mut [f32], heads: usize, hd: usize) {
+    let half = n_rot / 2;
+    for (t, tok) in x.chunks_exact_mut(heads * hd).enumerate() {
+        let cs = &cs[t * n_rot..(t + 1) * n_rot];
+        for head in tok.chunks_exact_mut(hd) {
+            for ic in 0..half {
+                let (c, s) = (cs[2 * ic], cs[2 * ic + 1]);
+                let (x0, x1) = (head[ic], head[ic + half]);
+                head[ic] = x0.mul_add(c, -(x1 * s));
+                head[ic + half] = x0.mul_add(s, x1 * c);
+            }
+        }
     }
 }
 
@@ -524,7 +558,9 @@ fn rotate_body(cs: &[f32], n_rot: usize, x: &mut [f32], heads: usize, hd: usize)
 }
 
 /// ggml-cpu's flash attention tile sizes.
-const FA_TILE_Q: usize = 64;
+pub(crate) const FA_TILE_Q: usize = 64;
+/// `GGML_F16_STEP` with AVX512-FP16: elements per step of ggml's native f16 vector loops.
+const F16_STEP: usize = 128;
 const FA_TILE_KV: usize = 64;
 
 /// ggml-cpu's two flash-attention kernels. They round differently, so which one ran is part of
@@ -578,7 +614,7 @@ fn attention(
                 let qh: Vec<f32> = (0..n)
                     .flat_map(|t| q[t * e + h * hd..t * e + (h + 1) * hd].iter().copied())
                     .collect();
-                attend_tiled(&qh, kbase, vbase, hd, pos, n, scale)
+                attend_tiled(&qh, kbase, vbase, hd, pos, n, scale, 0)
             })
             .collect();
         for (h, o) in heads.iter().enumerate() {
@@ -597,7 +633,7 @@ fn attention(
         let kbase = &kc[kvh * cap * hd..(kvh + 1) * cap * hd];
         let vbase = &vc[kvh * cap * hd..(kvh + 1) * cap * hd];
         let qrow = &q[*t * e + *h * hd..*t * e + (*h + 1) * hd];
-        *o = attend_one(qrow, kbase, vbase, hd, pos + *t + 1, scale);
+        *o = attend_one(qrow, kbase, vbase, hd, 0, pos + *t + 1, scale);
     };
     // One token's heads are less work than a fork-join costs.
     if n == 1 {
@@ -613,7 +649,8 @@ fn attention(
 multiversion! {
     /// `ggml_compute_forward_flash_attn_ext_f16_one_chunk` for one query row: Q rounded to
     /// f16, f16 dot products, online softmax with libm `expf`, V accumulated in f16.
-    fn attend_one(q: &[f32], k: &[f32], v: &[f32], hd: usize, n_kv: usize, scale: f32) -> Vec<f32> => attend_one_body
+    /// Keys before `lo` are masked (a sliding window); ggml skips masked keys in this path.
+    pub(crate) fn attend_one(q: &[f32], k: &[f32], v: &[f32], hd: usize, lo: usize, n_kv: usize, scale: f32) -> Vec<f32> => attend_one_body
 }
 
 #[inline(always)]
@@ -622,15 +659,19 @@ fn attend_one_body(
     k: &[f32],
     v: &[f32],
     hd: usize,
+    lo: usize,
     n_kv: usize,
     scale: f32,
 ) -> Vec<f32> {
     let qh: Vec<f32> = q.iter().map(|&x| f16::round(x)).collect();
+    // ggml built for AVX512-FP16 runs its f16 vector ops on native half vectors, 128 elements
+    // per step; the leftovers (all of a 64-wide head) take the scalar f32 path.
+    let native = hd & !(F16_STEP - 1);
     // Held as f32 values that are always f16-representable.
     let mut acc = vec![0.0f32; hd];
     let mut s_sum = 0.0f32;
     let mut m = f32::NEG_INFINITY;
-    for ic in 0..n_kv {
+    for ic in lo..n_kv {
         let mut s = math::dot_f16_avx512(&k[ic * hd..(ic + 1) * hd], &qh);
         s *= scale;
         s += 0.0; // the mask value for a visible position
@@ -640,18 +681,32 @@ fn attend_one_body(
             let m_old = m;
             m = s;
             ms = (m_old - m).exp();
-            for a in acc.iter_mut() {
+            // ggml_vec_scale_f16: native f16 multiplies by f16(ms) for the first
+            // `native` elements, f32 products rounded to f16 for the rest.
+            let msh = f64::from(f16::round(ms));
+            let (head, tail) = acc.split_at_mut(native);
+            for a in head.iter_mut() {
+                *a = f16::round_f64(f64::from(*a) * msh);
+            }
+            for a in tail.iter_mut() {
                 *a *= ms;
             }
-            f16::round_slice(&mut acc);
+            f16::round_slice(tail);
         } else {
             vs = (s - m).exp();
         }
+        // ggml_vec_mad_f16: one f16 FMA with f16(vs) for the first `native` elements, an f32
+        // FMA rounded to f16 for the rest.
         let vrow = &v[ic * hd..(ic + 1) * hd];
-        for (a, &vv) in acc.iter_mut().zip(vrow) {
+        let vsh = f64::from(f16::round(vs));
+        let (head, tail) = acc.split_at_mut(native);
+        for (a, &vv) in head.iter_mut().zip(vrow) {
+            *a = f16::round_f64(f64::from(vv).mul_add(vsh, f64::from(*a)));
+        }
+        for (a, &vv) in tail.iter_mut().zip(&vrow[native..]) {
             *a = vv.mul_add(vs, *a);
         }
-        f16::round_slice(&mut acc);
+        f16::round_slice(tail);
         s_sum = s_sum.mul_add(ms, vs);
     }
     let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
@@ -663,10 +718,13 @@ multiversion! {
     /// `pos..pos+n`) of one head, `q` holding `[row][hd]`: f32 Q, K·Q and P·V as sequential
     /// FMAs per output (ggml's `simd_gemm`), 64-wide KV tiles with ggml's vector softmax
     /// (polynomial exp, sums in double per 16 lanes). Returns `[row][hd]`.
-    fn attend_tiled(q: &[f32], k: &[f32], v: &[f32], hd: usize, pos: usize, n: usize, scale: f32) -> Vec<f32> => attend_tiled_body
+    /// `window` (0 for none) masks keys `window` or more positions behind the query.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attend_tiled(q: &[f32], k: &[f32], v: &[f32], hd: usize, pos: usize, n: usize, scale: f32, window: usize) -> Vec<f32> => attend_tiled_body
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn attend_tiled_body(
     q: &[f32],
     k: &[f32],
@@ -675,6 +733,7 @@ fn attend_tiled_body(
     pos: usize,
     n: usize,
     scale: f32,
+    window: usize,
 ) -> Vec<f32> {
     let mut acc = vec![0.0f32; n * hd];
     let mut s_sum = vec![0.0f32; n];
@@ -695,7 +754,12 @@ fn attend_tiled_body(
         }
         for t in 0..n {
             let n_kv = pos + t + 1;
-            if n_kv <= ic {
+            let lo = if window == 0 {
+                0
+            } else {
+                n_kv.saturating_sub(window)
+            };
+            if n_kv <= ic || ic + tile <= lo {
                 // Every position of this tile is masked for this row: ggml skips it.
                 continue;
             }
@@ -711,7 +775,7 @@ fn attend_tiled_body(
             for (tk, s) in kq.iter_mut().enumerate() {
                 // scale, then the mask: 0 for visible positions, -inf past the row's position
                 // and in the tile's padding.
-                *s = if tk < visible {
+                *s = if tk < visible && ic + tk >= lo {
                     *s * scale + 0.0
                 } else {
                     f32::NEG_INFINITY

@@ -3,7 +3,8 @@
 
 use rayon::prelude::*;
 
-use crate::quant::{self, ActBlock, GROUP, QK, WeightKind};
+use crate::kquant::{self, KBlock};
+use crate::quant::{self, ActBlock, GROUP, WeightKind};
 
 /// A weight matrix of `rows` outputs by `cols` inputs, in GGUF block layout.
 #[derive(Debug)]
@@ -17,8 +18,11 @@ pub struct Matrix {
 impl Matrix {
     /// Takes GGUF bytes (row-major blocks); the caller has checked the byte length.
     pub fn new(kind: WeightKind, data: Vec<u8>, rows: usize, cols: usize) -> Self {
-        debug_assert_eq!(cols % QK, 0);
-        debug_assert_eq!(data.len(), rows * cols / QK * kind.block_bytes());
+        debug_assert_eq!(cols % kind.block_elems(), 0);
+        debug_assert_eq!(
+            data.len(),
+            rows * cols / kind.block_elems() * kind.block_bytes()
+        );
         Self {
             kind,
             rows,
@@ -39,25 +43,36 @@ impl Matrix {
         self.cols
     }
 
+    /// The blocks as stored in the file.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Bytes held.
     pub fn size(&self) -> usize {
         self.data.len()
     }
 }
 
-/// Activations quantized for one weight kind: `n_tok` rows of `cols / 32` blocks.
+/// Activations quantized for one weight kind: `n_tok` rows of `cols / block` blocks, Q8_1/Q8_0
+/// in `blocks` or Q8_K in `kblocks`.
 #[derive(Debug, Default)]
 pub struct Acts {
     pub blocks: Vec<ActBlock>,
+    pub kblocks: Vec<KBlock>,
     pub n_tok: usize,
     q8_1: bool,
+    k: bool,
 }
 
 impl Acts {
     /// Quantizes `x` (`n_tok` rows of `cols`) as ggml does for `kind`'s `vec_dot_type`.
     pub fn quantize(kind: WeightKind, x: &[f32], cols: usize) -> Self {
-        let nb = cols / QK;
         let n_tok = x.len() / cols;
+        if kind.is_k() {
+            return Self::quantize_k(kind, x, cols);
+        }
+        let nb = cols / quant::QK;
         let mut blocks = vec![ActBlock::default(); n_tok * nb];
         let q8_1 = kind.uses_q8_1();
         let quantize = |(xr, br): (&[f32], &mut [ActBlock])| {
@@ -81,13 +96,45 @@ impl Acts {
         }
         Self {
             blocks,
+            kblocks: Vec::new(),
             n_tok,
             q8_1,
+            k: false,
+        }
+    }
+
+    fn quantize_k(kind: WeightKind, x: &[f32], cols: usize) -> Self {
+        let nb = cols / kquant::QK_K;
+        let n_tok = x.len() / cols;
+        let mut kblocks = vec![KBlock::default(); n_tok * nb];
+        // llama.cpp quantizes the rows going into a repacked Q4_K product four at a time with
+        // `ggml_quantize_mat_q8_K_4x8` and the remainder with the reference quantizer; they
+        // differ only in the sign rule when +max and -max tie.
+        let grouped = if kind == WeightKind::Q4K && kquant::REPACK_Q4_K {
+            n_tok - n_tok % 4
+        } else {
+            0
+        };
+        x.chunks_exact(cols)
+            .zip(kblocks.chunks_exact_mut(nb))
+            .enumerate()
+            .for_each(|(t, (xr, br))| kquant::quantize_row_q8_k(xr, br, t < grouped));
+        Self {
+            blocks: Vec::new(),
+            kblocks,
+            n_tok,
+            q8_1: false,
+            k: true,
         }
     }
 
     fn fits(&self, m: &Matrix) -> bool {
-        self.q8_1 == m.kind.uses_q8_1() && self.blocks.len() == self.n_tok * (m.cols / QK)
+        let nb = m.cols / m.kind.block_elems();
+        if m.kind.is_k() {
+            self.k && self.kblocks.len() == self.n_tok * nb
+        } else {
+            !self.k && self.q8_1 == m.kind.uses_q8_1() && self.blocks.len() == self.n_tok * nb
+        }
     }
 }
 
@@ -131,12 +178,17 @@ pub fn run(jobs: &mut [Job<'_>]) {
     }
     // Small tasks (a few microseconds each for decode), so idle threads always find work.
     tasks.into_par_iter().with_min_len(2).for_each(|t| {
-        let nb = t.w.cols / QK;
+        let nb = t.w.cols / t.w.kind.block_elems();
         let row_bytes = nb * t.w.kind.block_bytes();
         let r0 = t.group * GROUP;
         let rows = GROUP.min(t.w.rows - r0);
         let data = &t.w.data[r0 * row_bytes..(r0 + rows) * row_bytes];
-        quant::dot_rows(t.w.kind, data, rows, nb, &t.x.blocks, t.out);
+        if t.w.kind.is_k() {
+            let path = kquant::path_for(t.w.kind, t.w.rows, t.x.n_tok);
+            kquant::dot_rows(t.w.kind, path, data, rows, nb, &t.x.kblocks, t.out);
+        } else {
+            quant::dot_rows(t.w.kind, data, rows, nb, &t.x.blocks, t.out);
+        }
     });
     for (job, buf) in jobs.iter_mut().zip(scratch) {
         let (rows, n_tok) = (job.w.rows, job.x.n_tok);

@@ -79,22 +79,69 @@ fn quantize_row(x: &[f32], out: &mut [ActBlock], with_sum: bool) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightKind {
     Q4_1,
+    Q5_0,
     Q8_0,
+    /// K-quants (256-element super-blocks, Q8_K activations; see `kquant`).
+    Q4K,
+    Q6K,
 }
 
 impl WeightKind {
-    /// Bytes of one 32-element block in the GGUF file.
+    /// The kind of a ggml type name, if the native kernels compute with it.
+    pub fn from_ggml(ty: &str) -> Option<Self> {
+        Some(match ty {
+            "Q4_1" => Self::Q4_1,
+            "Q5_0" => Self::Q5_0,
+            "Q8_0" => Self::Q8_0,
+            "Q4K" | "Q4_K" => Self::Q4K,
+            "Q6K" | "Q6_K" => Self::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// Bytes of one block in the GGUF file.
     pub fn block_bytes(self) -> usize {
         match self {
             Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
             Self::Q8_0 => 34,
+            Self::Q4K => crate::kquant::Q4_K_BYTES,
+            Self::Q6K => crate::kquant::Q6_K_BYTES,
         }
+    }
+
+    /// Elements per block.
+    pub fn block_elems(self) -> usize {
+        if self.is_k() { crate::kquant::QK_K } else { QK }
     }
 
     /// Whether activations are quantized to Q8_1 (true) or Q8_0 for this weight format.
     pub fn uses_q8_1(self) -> bool {
         matches!(self, Self::Q4_1)
     }
+
+    /// Whether this is a K-quant (activations quantized to Q8_K).
+    pub fn is_k(self) -> bool {
+        matches!(self, Self::Q4K | Self::Q6K)
+    }
+}
+
+/// Q5_0 block values (`(nibble | high bit << 4) - 16`) as ggml's `bytes_from_bits_32` and
+/// tinyBLAS's `bittobyte` build them.
+#[inline(always)]
+fn q5_0_values(blk: &[u8]) -> [i32; QK] {
+    let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+    let mut w = [0i32; QK];
+    for j in 0..16 {
+        let q = blk[6 + j];
+        let h0 = ((qh >> j) & 1) << 4;
+        let h1 = ((qh >> (j + 16)) & 1) << 4;
+        w[j] = i32::from(q & 0x0f) | h0 as i32;
+        w[j + 16] = i32::from(q >> 4) | h1 as i32;
+        w[j] -= 16;
+        w[j + 16] -= 16;
+    }
+    w
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
@@ -103,6 +150,10 @@ fn le16(b: &[u8], at: usize) -> u16 {
 
 /// Dequantizes one GGUF row (for embedding lookups), as ggml's `dequantize_row_*`.
 pub fn dequantize_row(kind: WeightKind, src: &[u8], out: &mut [f32]) {
+    if kind.is_k() {
+        crate::kquant::dequantize_row(kind, src, out);
+        return;
+    }
     let bb = kind.block_bytes();
     for (blk, y) in src.chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
         match kind {
@@ -121,6 +172,13 @@ pub fn dequantize_row(kind: WeightKind, src: &[u8], out: &mut [f32]) {
                     y[j] = f32::from(blk[2 + j] as i8) * d;
                 }
             }
+            WeightKind::Q5_0 => {
+                let d = f16::to_f32(le16(blk, 0));
+                for (yj, w) in y.iter_mut().zip(q5_0_values(blk)) {
+                    *yj = w as f32 * d;
+                }
+            }
+            WeightKind::Q4K | WeightKind::Q6K => unreachable!("handled above"),
         }
     }
 }
@@ -193,6 +251,8 @@ pub fn dot_rows_scalar(
                             *wj = i32::from(blk[2 + j] as i8);
                         }
                     }
+                    WeightKind::Q5_0 => w = q5_0_values(blk),
+                    WeightKind::Q4K | WeightKind::Q6K => unreachable!("K-quants use kquant"),
                 }
                 for (l, acc) in acc.iter_mut().enumerate() {
                     let isum: i32 = (4 * l..4 * l + 4).map(|j| w[j] * i32::from(a.qs[j])).sum();
@@ -254,6 +314,8 @@ mod avx2 {
                 match kind {
                     WeightKind::Q4_1 => go!(q4_1),
                     WeightKind::Q8_0 => go!(q8_0),
+                    WeightKind::Q5_0 => go!(q5_0),
+                    WeightKind::Q4K | WeightKind::Q6K => unreachable!("K-quants use kquant"),
                 }
                 for (i, row_res) in res.iter().enumerate().take(nr) {
                     for (j, v) in row_res.iter().enumerate().take(n) {
@@ -380,6 +442,80 @@ mod avx2 {
             }
         }
     }
+
+    /// tinyBLAS's `bittobyte`: 0xF0 in each byte whose high bit is clear (the value - 16).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn bittobyte(p: &[u8]) -> __m256i {
+        let x32 = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as i32;
+        let bytes = _mm256_cmpeq_epi8(
+            _mm256_set1_epi64x(-1),
+            _mm256_or_si256(
+                _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe),
+                _mm256_shuffle_epi8(
+                    _mm256_set1_epi32(x32),
+                    _mm256_set_epi64x(
+                        0x0303_0303_0303_0303,
+                        0x0202_0202_0202_0202,
+                        0x0101_0101_0101_0101,
+                        0,
+                    ),
+                ),
+            ),
+        );
+        _mm256_andnot_si256(bytes, _mm256_set1_epi8(0xf0u8 as i8))
+    }
+
+    /// `ggml_vec_dot_q5_0_q8_0` (x86; tinyBLAS gives the same sums) for `R` consecutive rows
+    /// and `T` activation rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn q5_0<const R: usize, const T: usize>(
+        rows: &[u8],
+        nb: usize,
+        acts: &[ActBlock],
+        out: &mut [[f32; TILE]; 2],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let low = _mm256_set1_epi8(0x0f);
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        for b in 0..nb {
+            let mut w = [_mm256_setzero_si256(); R];
+            let mut ax = [_mm256_setzero_si256(); R];
+            let mut dw = [0.0f32; R];
+            for i in 0..R {
+                let blk = &rows[(i * nb + b) * 22..(i * nb + b + 1) * 22];
+                dw[i] = half(&blk[0..2]);
+                // SAFETY: `blk[6..22]` is 16 bytes.
+                let tmp = unsafe { _mm_loadu_si128(blk[6..22].as_ptr() as *const __m128i) };
+                let nib = _mm256_and_si256(
+                    _mm256_insertf128_si256::<1>(
+                        _mm256_castsi128_si256(tmp),
+                        _mm_srli_epi16::<4>(tmp),
+                    ),
+                    low,
+                );
+                w[i] = _mm256_or_si256(nib, bittobyte(&blk[2..6]));
+                ax[i] = _mm256_sign_epi8(w[i], w[i]);
+            }
+            for t in 0..T {
+                let a = &acts[t * nb + b];
+                let qa = load32(&a.qs);
+                for i in 0..R {
+                    let sy = _mm256_sign_epi8(qa, w[i]);
+                    let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                        _mm256_maddubs_epi16(ax[i], sy),
+                        ones,
+                    ));
+                    acc[i][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[i] * a.d), xy, acc[i][t]);
+                }
+            }
+        }
+        for i in 0..R {
+            for t in 0..T {
+                out[i][t] = hsum(acc[i][t]);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -419,7 +555,7 @@ pub(crate) mod tests {
     #[test]
     fn simd_and_scalar_kernels_agree_bit_for_bit() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for kind in [WeightKind::Q4_1, WeightKind::Q8_0] {
+        for kind in [WeightKind::Q4_1, WeightKind::Q8_0, WeightKind::Q5_0] {
             for &(rows, nb, n_tok) in &[(8, 1, 1), (13, 18, 3), (16, 48, 7), (24, 5, 4)] {
                 let w = random_weights(kind, rows, nb, &mut rng);
                 let x: Vec<f32> = (0..n_tok * nb * QK).map(|_| rng.f32() * 3.0).collect();
