@@ -110,9 +110,7 @@ fn fault_round(cases: u32, seed: u64, limit: Duration) -> Tally {
         .iter()
         .enumerate()
         .map(|(i, &p)| {
-            let plan = FaultPlan {
-                seed: seed.wrapping_add(i as u64 * 7919),
-            };
+            let plan = FaultPlan::faulty(seed.wrapping_add(i as u64 * 7919));
             runtime.block_on(FaultServer::start(p, plan))
         })
         .collect();
@@ -319,4 +317,416 @@ fn test_over_1000_cases_with_injected_faults_loses_nothing() {
             assert!(tally.mix.contains_key(&fault), "{fault:?} never served");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL at random moments.
+
+/// splitmix64: a seeded source of kill moments, so a failure can be replayed with its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A moment in `[0, max]`.
+    fn moment(&mut self, max: Duration) -> Duration {
+        let micros = max.as_micros().max(1) as u64;
+        Duration::from_micros(self.next() % (micros + 1))
+    }
+}
+
+/// The seed of the kill moments: `PROMPTDECK_KILL_SEED` to replay a failure, else the clock.
+fn kill_rng(what: &str) -> Rng {
+    let seed = std::env::var("PROMPTDECK_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("{what}: kill seed {seed} (replay with PROMPTDECK_KILL_SEED={seed})");
+    Rng(seed)
+}
+
+/// Kills per command: CI's short version adds up to 100; the soak runs 100 of each.
+fn kills(ci: usize) -> usize {
+    if soak() { 100 } else { ci }
+}
+
+/// A child whose output goes to files, so what it printed before SIGKILL can be read.
+struct Killable {
+    child: std::process::Child,
+    stdout: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+}
+
+impl Killable {
+    fn spawn(dir: &Path, args: &[&str], logs: &Path) -> Killable {
+        let stdout = logs.join("stdout");
+        let stderr = logs.join("stderr");
+        let file = |p: &Path| std::fs::File::create(p).expect("log file");
+        let child = common::binary()
+            .args(args)
+            .current_dir(dir)
+            .env(KEY_VAR, KEY)
+            .stdin(std::process::Stdio::null())
+            .stdout(file(&stdout))
+            .stderr(file(&stderr))
+            .spawn()
+            .expect("spawn promptdeck");
+        Killable {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// SIGKILL after `delay` unless it exited first; `true` when it was killed.
+    fn kill_after(mut self, delay: Duration) -> (bool, String, String) {
+        let deadline = Instant::now() + delay;
+        let mut exited = false;
+        while Instant::now() < deadline {
+            if self.child.try_wait().expect("poll child").is_some() {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        if !exited {
+            // SIGKILL: no destructor, flush or signal handler of the child runs.
+            let _ = self.child.kill();
+        }
+        let status = bounded::wait_within(&mut self.child, Duration::from_secs(30));
+        assert!(status.is_some(), "a killed child did not go away");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        (!exited, read(&self.stdout), read(&self.stderr))
+    }
+
+    /// Runs to completion; how long it took.
+    fn time(mut self) -> (Duration, String, String) {
+        let started = Instant::now();
+        let status = bounded::wait_within(&mut self.child, Duration::from_secs(120));
+        let took = started.elapsed();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let (out, err) = (read(&self.stdout), read(&self.stderr));
+        // `test` exits 1 (every case fails its assertion by design); `run` reports and exits 0.
+        let code = status.and_then(|s| s.code());
+        assert!(
+            matches!(code, Some(0 | 1)),
+            "a full run: {code:?}\n{out}\n{err}"
+        );
+        (took, out, err)
+    }
+}
+
+/// The store as the binary shows it: it must open (exit 0) after any kill. Lines of `export`.
+fn exported(dir: &Path) -> Vec<Value> {
+    let out = run_bounded(dir, &["export"], Duration::from_secs(60));
+    assert_eq!(out.code, 0, "the store must open after a kill: {out:?}");
+    let runs = run_bounded(dir, &["runs", "--format", "json"], Duration::from_secs(60));
+    assert_eq!(runs.code, 0, "the store must open after a kill: {runs:?}");
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every export line is whole JSON"))
+        .collect()
+}
+
+fn of_kind<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["kind"] == kind).collect()
+}
+
+/// A project for `run`/`test` kills: `cases` cases on a healthy loopback server, each failing
+/// its assertion on purpose so every finished case prints a `FAIL` line (what "reported as
+/// finished" means on a non-terminal).
+fn kill_project(server: &FaultServer, cases: u32) -> TempProject {
+    let config = format!(
+        "[defaults]\nbackend = \"openai\"\n\n[backends.openai]\nkind = \"openai\"\nmodel = \"m\"\n\
+         base_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\nconcurrency = 4\nretries = 0\ntimeout = 10\n",
+        Provider::OpenAi.base_url(server)
+    );
+    let project = TempProject::with_config(&config);
+    project.write(
+        "prompts/kt.prompty",
+        "---\nname: kt\n---\nuser:\nAnswer {{ q }}\n",
+    );
+    let mut tests = String::new();
+    for case in 0..cases {
+        tests.push_str(&format!(
+            "- description: c{case:06}\n  vars: {{q: q-{case:06}}}\n  assert:\n    - type: contains\n      value: never-in-the-answer\n"
+        ));
+    }
+    project.write("prompts/kt.tests.yaml", tests);
+    project
+}
+
+/// Checks a store after `run`/`test` was killed: every result is whole (the server's full
+/// answer), and every case the command reported as finished is in the run it started.
+fn check_after_run_kill(
+    dir: &Path,
+    runs_before: &std::collections::HashSet<String>,
+    killed: bool,
+    stdout: &str,
+    stderr: &str,
+    context: &str,
+) -> usize {
+    let lines = exported(dir);
+    let mut results_by_run: HashMap<String, Vec<String>> = HashMap::new();
+    for r in of_kind(&lines, "result") {
+        let case = r["result"]["case_name"].as_str().unwrap_or_default();
+        let index: u32 = case[1..].parse().expect("case name");
+        assert_eq!(
+            r["result"]["output"],
+            answer(index).as_str(),
+            "a half-written result ({context}): {r}"
+        );
+        assert!(r["result"]["error"].is_null(), "{context}: {r}");
+        results_by_run
+            .entry(r["run"].as_str().unwrap_or_default().to_owned())
+            .or_default()
+            .push(case.to_owned());
+    }
+    let new_runs: Vec<&Value> = of_kind(&lines, "run")
+        .into_iter()
+        .filter(|r| !runs_before.contains(r["id"].as_str().unwrap_or_default()))
+        .collect();
+    // Progress lines on stderr (`FAIL kt "c000012" [openai]: ...`) and, for `run`, the result
+    // blocks on stdout (`=== kt "c000012" [openai] sample 1 · FAIL ...`).
+    let finished: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("FAIL kt \""))
+        .chain(stdout.lines().filter_map(|l| l.strip_prefix("=== kt \"")))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    let counted = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix('['))
+        .filter_map(|l| l.split('/').next())
+        .filter_map(|n| n.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    if finished.is_empty() && counted == 0 {
+        assert!(new_runs.len() <= 1, "{context}: {new_runs:?}");
+    } else {
+        assert_eq!(new_runs.len(), 1, "{context}: {new_runs:?}\n{stderr}");
+    }
+    if let Some(run) = new_runs.first() {
+        let id = run["id"].as_str().unwrap_or_default();
+        let stored = results_by_run.get(id).cloned().unwrap_or_default();
+        for case in &finished {
+            assert!(
+                stored.iter().any(|s| s == case),
+                "{case} was reported finished but is not stored ({context})\n{stderr}"
+            );
+        }
+        assert!(
+            stored.len() >= counted,
+            "{counted} reported done, {} stored ({context})",
+            stored.len()
+        );
+        let status = run["status"].as_str().unwrap_or_default();
+        if killed {
+            // A run left `running` by a dead process reads as interrupted.
+            assert!(
+                status == "interrupted" || status == "complete",
+                "{context}: {run}"
+            );
+        }
+    }
+    finished.len()
+}
+
+fn kill_during_matrix(command: &str, n: usize) -> usize {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
+    let project = kill_project(&server, 60);
+    let logs = tempfile::tempdir().expect("logs");
+    let args: Vec<&str> = match command {
+        "test" => vec!["test", "--no-cache", "--json", "out/report.json"],
+        _ => vec!["run", "kt", "--all-cases", "--no-cache"],
+    };
+    let mut rng = kill_rng(command);
+    // One whole run first: how long a run takes is the window the kills are spread over.
+    let (full, _, _) = Killable::spawn(project.root(), &args, logs.path()).time();
+    let window = full.mul_f64(1.3);
+    let mut killed_count = 0;
+    let mut reported_before_kill = 0;
+    for i in 0..n {
+        let before: std::collections::HashSet<String> = of_kind(&exported(project.root()), "run")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let delay = rng.moment(window);
+        let (killed, stdout, stderr) =
+            Killable::spawn(project.root(), &args, logs.path()).kill_after(delay);
+        killed_count += usize::from(killed);
+        let context = format!("{command} kill {i} after {delay:?} (killed: {killed})");
+        let reported =
+            check_after_run_kill(project.root(), &before, killed, &stdout, &stderr, &context);
+        if killed {
+            reported_before_kill += reported;
+        }
+        if command == "test" {
+            // A report is written whole or not at all.
+            if let Ok(text) = std::fs::read_to_string(project.root().join("out/report.json")) {
+                serde_json::from_str::<Value>(&text)
+                    .unwrap_or_else(|e| panic!("a half-written report ({context}): {e}"));
+            }
+        }
+    }
+    println!(
+        "{command}: {n} attempts over a {window:?} window, {killed_count} killed mid-way, \
+         {reported_before_kill} results reported finished by killed processes, all found stored"
+    );
+    killed_count
+}
+
+#[test]
+fn kill_9_during_test_keeps_every_reported_result() {
+    let killed = kill_during_matrix("test", kills(22));
+    assert!(killed > 0, "no kill landed while the command ran");
+}
+
+#[test]
+fn kill_9_during_run_keeps_every_reported_result() {
+    let killed = kill_during_matrix("run", kills(22));
+    assert!(killed > 0, "no kill landed while the command ran");
+}
+
+#[test]
+fn kill_9_during_commit_keeps_every_reported_version() {
+    let project = TempProject::with_config("[defaults]\nbackend = \"local\"\n");
+    let text =
+        |rev: usize| format!("---\nname: kc\n---\nuser:\nSay {{{{ x }}}}.\n{{# rev {rev} #}}\n");
+    project.write("prompts/kc.prompty", text(0));
+    project.write("prompts/kc.tests.yaml", "- vars: {x: hi}\n");
+    let logs = tempfile::tempdir().expect("logs");
+    let mut rng = kill_rng("commit");
+    let started = Instant::now();
+    let first = project.run(&["commit", "kc", "-m", "rev 0"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let window = started.elapsed().mul_f64(1.3);
+    let n = kills(22);
+    let mut reported = Vec::new();
+    let mut killed_count = 0;
+    for rev in 1..=n {
+        project.write("prompts/kc.prompty", text(rev));
+        let delay = rng.moment(window);
+        let message = format!("rev {rev}");
+        let (killed, stdout, _) = Killable::spawn(
+            project.root(),
+            &["commit", "kc", "-m", &message],
+            logs.path(),
+        )
+        .kill_after(delay);
+        killed_count += usize::from(killed);
+        if let Some(short) = stdout
+            .strip_prefix("committed kc version ")
+            .and_then(|r| r.split(' ').next())
+        {
+            reported.push((rev, short.to_owned()));
+        }
+        let lines = exported(project.root());
+        let versions = of_kind(&lines, "version");
+        // Every stored version is whole: its prompt file ends with its own revision marker.
+        for v in &versions {
+            let files = v["files"].to_string();
+            assert!(
+                files.contains("#}\\n\""),
+                "a half-written version (kill {rev} after {delay:?}): {v}"
+            );
+        }
+        for (r, short) in &reported {
+            let shown = run_bounded(
+                project.root(),
+                &["show", short, "--format", "json"],
+                Duration::from_secs(30),
+            );
+            assert_eq!(
+                shown.code, 0,
+                "version {short} (rev {r}) was reported committed: {shown:?}"
+            );
+            assert!(shown.stdout.contains(&format!("rev {r} #}}")), "{shown:?}");
+        }
+    }
+    println!(
+        "commit: {n} attempts, {killed_count} killed mid-way, {} reported committed",
+        reported.len()
+    );
+    assert!(killed_count > 0, "no kill landed while the command ran");
+}
+
+#[test]
+fn kill_9_during_import_is_all_or_nothing() {
+    // The file to import: a store with a version, a run and 200 results.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
+    let source = kill_project(&server, 200);
+    let full = run_bounded(
+        source.root(),
+        &["test", "--no-cache"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(full.code, 1, "{full:?}");
+    let export = run_bounded(
+        source.root(),
+        &["export", "--out", "backup.jsonl"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(export.code, 0, "{export:?}");
+    let file = source.root().join("backup.jsonl");
+    let file = file.to_str().expect("UTF-8 temp path");
+    let count = |lines: &[Value]| {
+        (
+            of_kind(lines, "version").len(),
+            of_kind(lines, "run").len(),
+            of_kind(lines, "result").len(),
+        )
+    };
+    let source_counts = count(&exported(source.root()));
+    assert_eq!(source_counts.2, 200);
+
+    let target = TempProject::with_config("[defaults]\nbackend = \"local\"\n");
+    let logs = tempfile::tempdir().expect("logs");
+    let started = Instant::now();
+    let first = target.run(&["import", file]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let window = started.elapsed().mul_f64(1.3);
+    let mut rng = kill_rng("import");
+    let n = kills(22);
+    let mut killed_count = 0;
+    for i in 0..n {
+        // Into a fresh store each time: a kill may also land while the store is created.
+        std::fs::remove_dir_all(target.root().join(".promptdeck")).expect("remove the store");
+        let delay = rng.moment(window);
+        let (killed, stdout, _) =
+            Killable::spawn(target.root(), &["import", file], logs.path()).kill_after(delay);
+        killed_count += usize::from(killed);
+        let counts = count(&exported(target.root()));
+        let context = format!("import kill {i} after {delay:?}: {counts:?}");
+        if stdout.starts_with("imported") {
+            assert_eq!(counts, source_counts, "reported imported: {context}");
+        } else {
+            assert!(
+                counts == (0, 0, 0) || counts == source_counts,
+                "half an import: {context}"
+            );
+        }
+    }
+    println!("import: {n} attempts over a {window:?} window, {killed_count} killed mid-way");
+    assert!(killed_count > 0, "no kill landed while the command ran");
 }

@@ -186,9 +186,27 @@ pub struct Expected {
 #[derive(Debug, Clone, Copy)]
 pub struct FaultPlan {
     pub seed: u64,
+    /// Faults with their weights; [`Fault::MIX`] for the fault tests.
+    pub mix: &'static [(Fault, u32)],
 }
 
 impl FaultPlan {
+    /// Every fault of [`Fault::MIX`], chosen by `seed`.
+    pub fn faulty(seed: u64) -> FaultPlan {
+        FaultPlan {
+            seed,
+            mix: &Fault::MIX,
+        }
+    }
+
+    /// A server that always answers correctly, for tests that break the client instead.
+    pub fn healthy() -> FaultPlan {
+        FaultPlan {
+            seed: 0,
+            mix: &[(Fault::Ok, 1)],
+        }
+    }
+
     pub fn fault(&self, case: u32, attempt: usize) -> Fault {
         let mut z = self.seed
             ^ u64::from(case).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -196,9 +214,9 @@ impl FaultPlan {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        let total: u32 = Fault::MIX.iter().map(|(_, w)| w).sum();
-        let mut pick = (z % u64::from(total)) as u32;
-        for (fault, weight) in Fault::MIX {
+        let total: u32 = self.mix.iter().map(|(_, w)| w).sum();
+        let mut pick = (z % u64::from(total.max(1))) as u32;
+        for &(fault, weight) in self.mix {
             if pick < weight {
                 return fault;
             }
