@@ -730,3 +730,221 @@ fn kill_9_during_import_is_all_or_nothing() {
     println!("import: {n} attempts over a {window:?} window, {killed_count} killed mid-way");
     assert!(killed_count > 0, "no kill landed while the command ran");
 }
+
+/// The workbench in a tmux pane, with the binary as the pane's process (so the pane's PID is
+/// promptdeck's, to SIGKILL).
+struct Pane {
+    name: String,
+}
+
+/// This test's own tmux server (`-L`), kept alive between panes by an idle session: a server
+/// whose last session ends exits, and a new session started meanwhile fails.
+fn tmux_socket() -> String {
+    format!("pd-faults-{}", std::process::id())
+}
+
+fn tmux_command() -> std::process::Command {
+    let mut command = std::process::Command::new("tmux");
+    command.args(["-L", &tmux_socket()]);
+    command
+}
+
+struct TmuxServer;
+
+impl TmuxServer {
+    fn start() -> TmuxServer {
+        let status = tmux_command()
+            .args(["new-session", "-d", "-s", "keeper", "sleep 3600"])
+            .status()
+            .expect("tmux is needed for the workbench kill test (apt-get install tmux)");
+        assert!(status.success(), "tmux new-session failed");
+        TmuxServer
+    }
+}
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = tmux_command().arg("kill-server").status();
+    }
+}
+
+impl Pane {
+    fn start(root: &Path, home: &Path) -> Pane {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "pd-faults-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let shell = format!(
+            "exec env NO_COLOR=1 HOME='{}' '{}'",
+            home.display(),
+            env!("CARGO_BIN_EXE_promptdeck")
+        );
+        let status = tmux_command()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "120",
+                "-y",
+                "40",
+                "-c",
+            ])
+            .arg(root)
+            .arg(shell)
+            .status()
+            .expect("tmux is needed for the workbench kill test (apt-get install tmux)");
+        assert!(status.success(), "tmux new-session failed");
+        Pane { name }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = tmux_command().args(args).output().expect("run tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            self.tmux(&["send-keys", "-t", &self.name, key]);
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", &self.name, "-l", text]);
+        std::thread::sleep(Duration::from_millis(60));
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", &self.name])
+    }
+
+    fn pid(&self) -> i32 {
+        self.tmux(&["display-message", "-p", "-t", &self.name, "#{pane_pid}"])
+            .trim()
+            .parse()
+            .expect("the pane's PID")
+    }
+
+    fn wait_for(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {limit:?} for {needle:?}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        // The session is gone already when its process was killed.
+        let _ = tmux_command()
+            .args(["kill-session", "-t", &self.name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Opens the workbench, inserts `rev N ` before "Say" and presses Ctrl-S.
+fn tui_edit_and_save(project: &TempProject, home: &Path, rev: usize) -> (Pane, Instant) {
+    let pane = Pane::start(project.root(), home);
+    pane.wait_for("Say hello", Duration::from_secs(30));
+    pane.keys(&["Tab", "C-f"]);
+    pane.type_text("Say");
+    pane.keys(&["Enter"]);
+    pane.type_text(&format!("rev {rev} "));
+    pane.wait_for(&format!("rev {rev} Say"), Duration::from_secs(10));
+    // No pause after this key: the kill moment is measured from it.
+    let pressed = Instant::now();
+    pane.tmux(&["send-keys", "-t", &pane.name, "C-s"]);
+    (pane, pressed)
+}
+
+#[test]
+fn kill_9_during_a_workbench_save_keeps_what_it_reported() {
+    let project = TempProject::with_config("[defaults]\nbackend = \"local\"\n");
+    let prompt = "---\nname: ask\n---\nuser:\nSay hello to {{ name }}.\n";
+    project.write("prompts/ask.prompty", prompt);
+    project.write("prompts/ask.tests.yaml", "- vars: {name: you}\n");
+    let home = project.root().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let file = project.root().join("prompts/ask.prompty");
+    let read = || std::fs::read_to_string(&file).expect("read the prompt");
+    let _tmux = TmuxServer::start();
+
+    // A save that is not killed: how long one takes is the window the kills are spread over.
+    let (pane, pressed) = tui_edit_and_save(&project, &home, 0);
+    pane.wait_for("saved; committed version", Duration::from_secs(30));
+    let window = pressed.elapsed().mul_f64(1.5);
+    drop(pane);
+    assert!(read().contains("rev 0 Say"));
+
+    let mut rng = kill_rng("workbench save");
+    let n = kills(12);
+    let (mut reported, mut killed_count) = (0, 0);
+    for rev in 1..=n {
+        let before = read();
+        let after = before.replacen("Say", &format!("rev {rev} Say"), 1);
+        let (pane, pressed) = tui_edit_and_save(&project, &home, rev);
+        let delay = rng.moment(window);
+        std::thread::sleep(delay.saturating_sub(pressed.elapsed()));
+        // What the screen said before the kill is what the user was told.
+        let screen = pane.screen();
+        let pid = pane.pid();
+        // SAFETY: signalling the promptdeck process this test started in its tmux pane.
+        let sent = unsafe { libc::kill(pid, libc::SIGKILL) };
+        killed_count += usize::from(sent == 0);
+        drop(pane);
+        // The pane's process is gone before its store is checked.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let context = format!("save {rev} killed after {delay:?}");
+        let now = read();
+        assert!(
+            now == before || now == after,
+            "a half-written prompt file ({context}):\n{now}"
+        );
+        let lines = exported(project.root());
+        let saved = screen
+            .lines()
+            .find_map(|l| l.split("saved; committed version ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(short) = saved {
+            reported += 1;
+            assert_eq!(now, after, "reported saved: {context}");
+            let shown = run_bounded(
+                project.root(),
+                &["show", short, "--format", "json"],
+                Duration::from_secs(30),
+            );
+            assert_eq!(shown.code, 0, "reported committed ({context}): {shown:?}");
+            assert!(
+                shown.stdout.contains(&format!("rev {rev} Say")),
+                "{shown:?}"
+            );
+        }
+        for v in of_kind(&lines, "version") {
+            let files = v["files"].to_string();
+            assert!(
+                files.contains("{{ name }}.\\n"),
+                "a half-written version: {v}"
+            );
+        }
+    }
+    println!(
+        "workbench save: {n} kills over a {window:?} window, {reported} saves reported before the kill"
+    );
+    assert!(killed_count == n, "every kill reached the workbench");
+}
