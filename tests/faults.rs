@@ -948,3 +948,177 @@ fn kill_9_during_a_workbench_save_keeps_what_it_reported() {
     );
     assert!(killed_count == n, "every kill reached the workbench");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A full disk and a read-only project directory.
+
+/// `args` with every file write past `limit` bytes failing with EFBIG, as on a full disk.
+/// RLIMIT_FSIZE binds root too (unlike file permissions); SIGXFSZ is ignored so the write
+/// fails instead of killing the process.
+fn run_with_file_limit(dir: &Path, args: &[&str], limit: u64) -> Run {
+    use std::os::unix::process::CommandExt;
+    let mut command = common::binary();
+    command.args(args).current_dir(dir).env(KEY_VAR, KEY);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rlimit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Run::from(bounded::output_within(command, Duration::from_secs(60)))
+}
+
+/// Everything `before` held is still in `after` (ids of versions and runs, results per run).
+fn assert_nothing_lost(before: &[Value], after: &[Value], context: &str) {
+    let ids = |lines: &[Value], kind: &str| -> std::collections::HashSet<String> {
+        of_kind(lines, kind)
+            .iter()
+            .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    for kind in ["version", "run"] {
+        let missing: Vec<String> = ids(before, kind)
+            .difference(&ids(after, kind))
+            .cloned()
+            .collect();
+        assert!(missing.is_empty(), "{kind}s lost ({context}): {missing:?}");
+    }
+    let results = |lines: &[Value]| -> std::collections::HashSet<String> {
+        of_kind(lines, "result")
+            .iter()
+            .map(|v| format!("{} {}", v["run"], v["result"]["case_name"]))
+            .collect()
+    };
+    let lost = results(before).difference(&results(after)).count();
+    assert_eq!(lost, 0, "results lost ({context})");
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_the_store_stays_whole() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = runtime.block_on(FaultServer::start(
+        Provider::OpenAi,
+        FaultPlan::healthy(),
+    ));
+    let project = kill_project(&server, 20);
+    let root = project.root();
+    let first = run_bounded(root, &["test", "--no-cache"], Duration::from_secs(60));
+    assert_eq!(first.code, 1, "{first:?}");
+    // An export of another store to import.
+    let other = kill_project(&server, 60);
+    let prompt = other.root().join("prompts/kt.prompty");
+    std::fs::write(&prompt, "---\nname: kt\n---\nuser:\nReply {{ q }}\n").expect("edit");
+    let full = run_bounded(other.root(), &["test", "--no-cache"], Duration::from_secs(60));
+    assert_eq!(full.code, 1, "{full:?}");
+    let backup = other.root().join("backup.jsonl");
+    let export = run_bounded(
+        other.root(),
+        &["export", "--out", backup.to_str().expect("UTF-8 path")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(export.code, 0, "{export:?}");
+
+    // Long prompts make every result a few KiB, so commands cross sled's 512 KiB segments and
+    // a limit at the store's current size fails them midway, not only when the store opens.
+    let pad = "lorem ipsum ".repeat(300);
+    let prompt_text = |rev: usize| {
+        format!("---\nname: kt\n---\nuser:\n{pad}\nAnswer {{{{ q }}}}\n{{# rev {rev} #}}\n")
+    };
+    project.write("prompts/kt.prompty", prompt_text(0));
+    let db = root.join(".promptdeck/store/sled/db");
+    // Past the store's size by these offsets (`None`: no room from the first byte).
+    let offsets: &[Option<u64>] = &[None, Some(0), Some(16 << 10), Some(128 << 10), Some(1 << 30)];
+    let rounds = if soak() { 40 } else { 6 };
+    let (mut refused, mut rev, mut commands) = (0, 0, 0);
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for round in 0..rounds {
+        for command in ["commit", "test", "import"] {
+            let size = std::fs::metadata(&db).map_or(0, |m| m.len());
+            let limit = offsets[(round * 3 + commands) % offsets.len()].map_or(0, |o| size + o);
+            rev += 1;
+            commands += 1;
+            let before = exported(root);
+            let runs_before = of_kind(&before, "run")
+                .iter()
+                .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            let out = match command {
+                "commit" => {
+                    project.write("prompts/kt.prompty", prompt_text(rev));
+                    run_with_file_limit(root, &["commit", "kt"], limit)
+                }
+                "test" => run_with_file_limit(
+                    root,
+                    &["test", "--no-cache", "--json", "out/report.json"],
+                    limit,
+                ),
+                _ => run_with_file_limit(
+                    root,
+                    &["import", backup.to_str().expect("UTF-8 path")],
+                    limit,
+                ),
+            };
+            let context = format!("{command} under a {limit}-byte file limit: {out:?}");
+            println!(
+                "  {command:<6} limit {limit:>8}: exit {} {}",
+                out.code,
+                out.stderr.lines().find(|l| l.starts_with("error")).unwrap_or("")
+            );
+            assert!(!out.stderr.contains("panicked"), "{context}");
+            let outcome = match out.code {
+                2 => "refused",
+                _ if out.stderr.contains("storing results failed") => "stopped",
+                _ => "done",
+            };
+            *tally.entry(format!("{command} {outcome}")).or_default() += 1;
+            if out.code == 2 {
+                refused += 1;
+                assert!(
+                    out.stderr.contains("cannot write")
+                        && (out.stderr.contains("file size limit")
+                            || out.stderr.contains("disk is full")
+                            || out.stderr.contains("File too large")),
+                    "a clear error: {context}"
+                );
+            } else {
+                assert!(
+                    out.code == 0 || (out.code == 1 && command == "test"),
+                    "{context}"
+                );
+            }
+            let after = exported(root);
+            assert_nothing_lost(&before, &after, &context);
+            check_after_run_kill(root, &runs_before, true, &out.stdout, &out.stderr, &context);
+            if let Some(short) = out
+                .stdout
+                .strip_prefix("committed kt version ")
+                .and_then(|r| r.split(' ').next())
+            {
+                let shown = run_bounded(root, &["show", short], Duration::from_secs(30));
+                assert!(shown.stdout.contains(&format!("rev {rev} #}}")), "{context}");
+            }
+            if command == "import" && out.code == 0 {
+                // An import that reports success holds the whole file.
+                assert_nothing_lost(&exported(other.root()), &after, &context);
+            }
+            if let Ok(text) = std::fs::read_to_string(root.join("out/report.json")) {
+                serde_json::from_str::<Value>(&text)
+                    .unwrap_or_else(|e| panic!("a half-written report: {e} ({context})"));
+            }
+        }
+    }
+    println!("full disk: {commands} commands, {refused} refused with a clear error: {tally:?}");
+    assert!(refused > 0, "no limit was small enough to matter");
+}
