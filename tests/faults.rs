@@ -1122,3 +1122,166 @@ fn full_disk_is_a_clear_error_and_the_store_stays_whole() {
     println!("full disk: {commands} commands, {refused} refused with a clear error: {tally:?}");
     assert!(refused > 0, "no limit was small enough to matter");
 }
+
+/// Whether `unshare` can give this test a private user and mount namespace, where it may mount
+/// a read-only bind or a small tmpfs without privileges. Without one the test fails, saying
+/// why, unless `PROMPTDECK_NO_NAMESPACES=1` opts out on purpose (which it prints).
+fn namespaces_available(test: &str) -> bool {
+    let ok = std::process::Command::new("unshare")
+        .args(["--map-root-user", "--mount", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var_os("PROMPTDECK_NO_NAMESPACES").is_some() {
+        println!("SKIPPED {test}: PROMPTDECK_NO_NAMESPACES is set and unshare(1) cannot run here");
+        return false;
+    }
+    panic!(
+        "{test} needs `unshare --map-root-user --mount` (util-linux) to mount a read-only or full \
+         file system without privileges: enable user namespaces (sysctl \
+         kernel.unprivileged_userns_clone=1) or run the container with them; \
+         PROMPTDECK_NO_NAMESPACES=1 skips this test on purpose"
+    );
+}
+
+/// Runs `script` with `sh` as root of a private user and mount namespace, in `dir`, with the
+/// binary as `$PD_BIN`; mounts made there vanish with it.
+fn in_namespace(dir: &Path, script: &str) -> Run {
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["--map-root-user", "--mount", "sh", "-c", script])
+        .current_dir(dir)
+        .env("PD_BIN", env!("CARGO_BIN_EXE_promptdeck"))
+        .env("NO_COLOR", "1")
+        .env(KEY_VAR, KEY)
+        .env_remove("PROMPTDECK_PROJECT");
+    Run::from(bounded::output_within(command, Duration::from_secs(120)))
+}
+
+/// Makes the project directory a read-only bind mount of itself (which binds root too), checks
+/// that it is, then runs the binary with the given arguments.
+const READ_ONLY: &str = "set -e
+mount --bind \"$PWD\" \"$PWD\"
+mount -o remount,bind,ro \"$PWD\"
+cd \"$PWD\"
+if touch .write-probe 2>/dev/null; then echo 'the project is still writable' >&2; exit 99; fi
+set +e
+\"$PD_BIN\" \"$@\"";
+
+#[test]
+fn read_only_project_is_a_clear_error_and_changes_nothing() {
+    if !namespaces_available("read_only_project_is_a_clear_error_and_changes_nothing") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = runtime.block_on(FaultServer::start(
+        Provider::OpenAi,
+        FaultPlan::healthy(),
+    ));
+    let project = kill_project(&server, 10);
+    let root = project.root();
+    let first = run_bounded(root, &["test", "--no-cache"], Duration::from_secs(60));
+    assert_eq!(first.code, 1, "{first:?}");
+    let backup = run_bounded(
+        root,
+        &["export", "--out", "backup.jsonl"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(backup.code, 0, "{backup:?}");
+    project.write(
+        "prompts/kt.prompty",
+        "---\nname: kt\n---\nuser:\nReply {{ q }}\n",
+    );
+    let before = exported(root);
+    let requests = server.attempts().values().map(Vec::len).sum::<usize>();
+    for args in [
+        &["test", "--no-cache", "--json", "report.json"][..],
+        &["run", "kt", "--all-cases", "--no-cache"],
+        &["commit", "kt"],
+        &["import", "backup.jsonl"],
+        &["runs"],
+    ] {
+        let script = format!("{READ_ONLY} {}", args.join(" "));
+        let out = in_namespace(root, &script);
+        let context = format!("{args:?} in a read-only project: {out:?}");
+        assert_eq!(out.code, 2, "{context}");
+        assert!(
+            out.stderr
+                .contains("cannot write the store (.promptdeck/): the project directory is on a read-only file system"),
+            "a clear error: {context}"
+        );
+        assert!(!out.stderr.contains("panicked"), "{context}");
+        println!("  read-only {:<7} exit {}: {}", args[0], out.code, out.stderr.trim());
+    }
+    let after = exported(root);
+    assert_eq!(before, after, "a read-only project is left as it was");
+    assert_eq!(
+        server.attempts().values().map(Vec::len).sum::<usize>(),
+        requests,
+        "nothing was sent that could not be stored"
+    );
+}
+
+#[test]
+fn full_disk_never_leaves_half_a_report() {
+    if !namespaces_available("full_disk_never_leaves_half_a_report") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = runtime.block_on(FaultServer::start(
+        Provider::OpenAi,
+        FaultPlan::healthy(),
+    ));
+    // 200 cases: a JSON report of about 150 KiB, on a 64 KiB tmpfs that already holds the
+    // previous (complete) report.
+    let project = kill_project(&server, 200);
+    let root = project.root();
+    std::fs::create_dir_all(root.join("out")).expect("mount point");
+    let script = "set -e
+mount -t tmpfs -o size=64k tmpfs \"$PWD/out\"
+cd \"$PWD\"
+echo '{\"previous\": true}' > out/report.json
+set +e
+\"$PD_BIN\" test --no-cache --json out/report.json --junit out/junit.xml
+echo \"exit $?\"
+cp out/report.json report-after.json
+cp out/junit.xml junit-after.xml 2>/dev/null
+ls -A out > listing.txt";
+    let out = in_namespace(root, script);
+    let context = format!("{out:?}");
+    assert!(out.stdout.contains("exit 2"), "{context}");
+    assert!(
+        out.stderr.contains("error: cannot write ")
+            && out.stderr
+            .contains("/out/report.json: No space left on device"),
+        "a clear error: {context}"
+    );
+    let report = std::fs::read_to_string(root.join("report-after.json")).expect("copied report");
+    assert_eq!(
+        report, "{\"previous\": true}\n",
+        "the previous report is kept whole, not replaced by half a new one"
+    );
+    let listing = std::fs::read_to_string(root.join("listing.txt")).expect("listing");
+    assert!(
+        !listing.contains("promptdeck-tmp"),
+        "no temporary file is left behind: {listing}"
+    );
+    // The JUnit file fits and is written first: whole if it is there at all.
+    if let Ok(junit) = std::fs::read_to_string(root.join("junit-after.xml")) {
+        assert!(junit.ends_with("</testsuites>\n"), "half a JUnit file");
+    }
+    // The results themselves were stored before the report failed.
+    let lines = exported(root);
+    assert_eq!(of_kind(&lines, "result").len(), 200);
+}
