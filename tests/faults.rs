@@ -1008,10 +1008,7 @@ fn full_disk_is_a_clear_error_and_the_store_stays_whole() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = runtime.block_on(FaultServer::start(
-        Provider::OpenAi,
-        FaultPlan::healthy(),
-    ));
+    let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
     let project = kill_project(&server, 20);
     let root = project.root();
     let first = run_bounded(root, &["test", "--no-cache"], Duration::from_secs(60));
@@ -1020,7 +1017,11 @@ fn full_disk_is_a_clear_error_and_the_store_stays_whole() {
     let other = kill_project(&server, 60);
     let prompt = other.root().join("prompts/kt.prompty");
     std::fs::write(&prompt, "---\nname: kt\n---\nuser:\nReply {{ q }}\n").expect("edit");
-    let full = run_bounded(other.root(), &["test", "--no-cache"], Duration::from_secs(60));
+    let full = run_bounded(
+        other.root(),
+        &["test", "--no-cache"],
+        Duration::from_secs(60),
+    );
     assert_eq!(full.code, 1, "{full:?}");
     let backup = other.root().join("backup.jsonl");
     let export = run_bounded(
@@ -1039,7 +1040,13 @@ fn full_disk_is_a_clear_error_and_the_store_stays_whole() {
     project.write("prompts/kt.prompty", prompt_text(0));
     let db = root.join(".promptdeck/store/sled/db");
     // Past the store's size by these offsets (`None`: no room from the first byte).
-    let offsets: &[Option<u64>] = &[None, Some(0), Some(16 << 10), Some(128 << 10), Some(1 << 30)];
+    let offsets: &[Option<u64>] = &[
+        None,
+        Some(0),
+        Some(16 << 10),
+        Some(128 << 10),
+        Some(1 << 30),
+    ];
     let rounds = if soak() { 40 } else { 6 };
     let (mut refused, mut rev, mut commands) = (0, 0, 0);
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
@@ -1074,7 +1081,10 @@ fn full_disk_is_a_clear_error_and_the_store_stays_whole() {
             println!(
                 "  {command:<6} limit {limit:>8}: exit {} {}",
                 out.code,
-                out.stderr.lines().find(|l| l.starts_with("error")).unwrap_or("")
+                out.stderr
+                    .lines()
+                    .find(|l| l.starts_with("error"))
+                    .unwrap_or("")
             );
             assert!(!out.stderr.contains("panicked"), "{context}");
             let outcome = match out.code {
@@ -1107,7 +1117,10 @@ fn full_disk_is_a_clear_error_and_the_store_stays_whole() {
                 .and_then(|r| r.split(' ').next())
             {
                 let shown = run_bounded(root, &["show", short], Duration::from_secs(30));
-                assert!(shown.stdout.contains(&format!("rev {rev} #}}")), "{context}");
+                assert!(
+                    shown.stdout.contains(&format!("rev {rev} #}}")),
+                    "{context}"
+                );
             }
             if command == "import" && out.code == 0 {
                 // An import that reports success holds the whole file.
@@ -1181,10 +1194,7 @@ fn read_only_project_is_a_clear_error_and_changes_nothing() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = runtime.block_on(FaultServer::start(
-        Provider::OpenAi,
-        FaultPlan::healthy(),
-    ));
+    let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
     let project = kill_project(&server, 10);
     let root = project.root();
     let first = run_bounded(root, &["test", "--no-cache"], Duration::from_secs(60));
@@ -1218,7 +1228,12 @@ fn read_only_project_is_a_clear_error_and_changes_nothing() {
             "a clear error: {context}"
         );
         assert!(!out.stderr.contains("panicked"), "{context}");
-        println!("  read-only {:<7} exit {}: {}", args[0], out.code, out.stderr.trim());
+        println!(
+            "  read-only {:<7} exit {}: {}",
+            args[0],
+            out.code,
+            out.stderr.trim()
+        );
     }
     let after = exported(root);
     assert_eq!(before, after, "a read-only project is left as it was");
@@ -1239,10 +1254,7 @@ fn full_disk_never_leaves_half_a_report() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = runtime.block_on(FaultServer::start(
-        Provider::OpenAi,
-        FaultPlan::healthy(),
-    ));
+    let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
     // 200 cases: a JSON report of about 150 KiB, on a 64 KiB tmpfs that already holds the
     // previous (complete) report.
     let project = kill_project(&server, 200);
@@ -1263,8 +1275,9 @@ ls -A out > listing.txt";
     assert!(out.stdout.contains("exit 2"), "{context}");
     assert!(
         out.stderr.contains("error: cannot write ")
-            && out.stderr
-            .contains("/out/report.json: No space left on device"),
+            && out
+                .stderr
+                .contains("/out/report.json: No space left on device"),
         "a clear error: {context}"
     );
     let report = std::fs::read_to_string(root.join("report-after.json")).expect("copied report");
