@@ -70,6 +70,9 @@ pub enum Fault {
     StallBeforeText,
     /// Head and the first piece of text, then silence.
     StallMidStream,
+    /// Head and the first piece of text, then only keep-alives (SSE comments; Anthropic's
+    /// `ping` events) every 250 ms, forever: bytes keep coming, the answer never does.
+    KeepAliveStall,
     /// Head and the first piece of text, then a clean close before the end marker.
     TruncatedSse,
     /// An event whose data is not JSON, before any text.
@@ -80,8 +83,8 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault with its weight out of 1000 per attempt.
-    pub const MIX: [(Fault, u32); 14] = [
-        (Fault::Ok, 480),
+    pub const MIX: [(Fault, u32); 15] = [
+        (Fault::Ok, 460),
         (Fault::Slow, 30),
         (Fault::RateLimitRetryAfter, 40),
         (Fault::RateLimitNoHint, 60),
@@ -92,6 +95,7 @@ impl Fault {
         (Fault::Reset, 60),
         (Fault::StallBeforeText, 20),
         (Fault::StallMidStream, 20),
+        (Fault::KeepAliveStall, 20),
         (Fault::TruncatedSse, 40),
         (Fault::MalformedJson, 45),
         (Fault::WrongContentType, 45),
@@ -110,6 +114,7 @@ impl Fault {
             Fault::Reset => "connection reset",
             Fault::StallBeforeText => "stall before text",
             Fault::StallMidStream => "stall mid-stream",
+            Fault::KeepAliveStall => "keep-alives, no answer",
             Fault::TruncatedSse => "truncated SSE",
             Fault::MalformedJson => "malformed JSON",
             Fault::WrongContentType => "wrong content type",
@@ -133,6 +138,7 @@ impl Fault {
             // Text already reached the consumer, or the answer is not in the provider's
             // format: another attempt would repeat text or fail the same way.
             Fault::StallMidStream
+            | Fault::KeepAliveStall
             | Fault::TruncatedSse
             | Fault::MalformedJson
             | Fault::WrongContentType => Class::Fatal,
@@ -151,7 +157,7 @@ impl Fault {
             Fault::Status503 => "HTTP 503",
             Fault::Reset => "connection failed",
             Fault::StallBeforeText => "no data from the server",
-            Fault::StallMidStream => "response truncated after",
+            Fault::StallMidStream | Fault::KeepAliveStall => "response truncated after",
             Fault::TruncatedSse => "response truncated after",
             Fault::MalformedJson => "malformed",
             Fault::WrongContentType => "content type",
@@ -451,6 +457,24 @@ async fn serve(
                 let _ = socket.write_all(&p).await;
             }
             wait_for_close(&mut socket).await;
+        }
+        Fault::KeepAliveStall => {
+            let mut parts = vec![sse_head()];
+            parts.extend(events(provider, &pieces[..1], false));
+            for p in parts {
+                let _ = socket.write_all(&p).await;
+            }
+            let keep_alive: &[u8] = match provider {
+                Provider::Anthropic => b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
+                _ => b": keep-alive\n\n",
+            };
+            // Until the client gives up: a write to a closed connection fails.
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if socket.write_all(keep_alive).await.is_err() || socket.flush().await.is_err() {
+                    return;
+                }
+            }
         }
         Fault::TruncatedSse => {
             let mut parts = vec![sse_head()];
