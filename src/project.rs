@@ -153,7 +153,7 @@ pub struct RawBackend {
     /// Requests in flight at once.
     pub concurrency: Option<u32>,
     pub requests_per_minute: Option<u32>,
-    /// Seconds without data before a request fails.
+    /// Seconds without data (keep-alive pings do not count) before a request fails.
     pub timeout: Option<f64>,
     /// Attempts after the first on 429, 5xx and connection errors.
     pub retries: Option<u32>,
