@@ -320,7 +320,7 @@ async fn keep_alives_do_not_hold_a_stalled_stream_open() {
     let body = stream_body(true);
     let cut = body.find("data: [DONE]").unwrap();
     let server = Server::start(move |_, _| {
-        let mut parts = vec![sse_head(), body[..cut].as_bytes().to_vec()];
+        let mut parts = vec![sse_head(), body.as_bytes()[..cut].to_vec()];
         parts.extend((0..200).map(|_| b": keep-alive\n\n".to_vec()));
         Reply::Parts(parts, Duration::from_secs(1))
     })
