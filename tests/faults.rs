@@ -184,6 +184,15 @@ fn fault_round(cases: u32, seed: u64, limit: Duration) -> Tally {
                     assert_eq!(result["verdict"], "error", "{context}");
                     let error = sample["error"].as_str().unwrap_or_default();
                     assert!(error.contains(piece), "{context}");
+                    // The client says how many attempts it made, and it is what the server
+                    // saw (an idle timeout has no message to carry the count).
+                    let note = format!("(gave up after {} attempts)", served.len());
+                    let timed_out = expected.last == Fault::StallBeforeText;
+                    if served.len() > 1 && !timed_out {
+                        assert!(error.contains(&note), "client's count: {context}");
+                    } else if served.len() == 1 {
+                        assert!(!error.contains("gave up after"), "{context}");
+                    }
                     *tally
                         .outcomes
                         .entry(format!("error: {}", expected.last.name()))

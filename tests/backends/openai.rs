@@ -195,6 +195,10 @@ async fn retries_are_bounded() {
         matches!(err, BackendError::Api { status: 502, .. }),
         "{err}"
     );
+    assert!(
+        err.to_string().ends_with("(gave up after 3 attempts)"),
+        "the error says the retries were spent: {err}"
+    );
     assert_eq!(server.count(), 3);
 }
 
