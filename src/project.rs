@@ -153,12 +153,15 @@ pub struct RawBackend {
     /// Requests in flight at once.
     pub concurrency: Option<u32>,
     pub requests_per_minute: Option<u32>,
-    /// Seconds without data before a request fails.
+    /// Seconds without data (keep-alive pings do not count) before a request fails.
     pub timeout: Option<f64>,
     /// Attempts after the first on 429, 5xx and connection errors.
     pub retries: Option<u32>,
     /// Seconds all attempts of one request may take together, waits included (default 120).
     pub max_retry_time: Option<f64>,
+    /// Seconds of the first backoff step before a retry (default 1); it doubles per retry,
+    /// with full jitter. A server's Retry-After wins over it.
+    pub backoff_base: Option<f64>,
     /// Seconds to wait for a connection (default 10).
     pub connect_timeout: Option<f64>,
     /// Extra HTTP headers (for Azure-style deployments or gateways).
@@ -288,6 +291,7 @@ impl Config {
                 timeout: None,
                 retries: None,
                 max_retry_time: None,
+                backoff_base: None,
                 connect_timeout: None,
                 headers: BTreeMap::new(),
                 query: BTreeMap::new(),
@@ -349,6 +353,7 @@ impl Config {
             for (key, value) in [
                 ("timeout", backend.timeout),
                 ("max_retry_time", backend.max_retry_time),
+                ("backoff_base", backend.backoff_base),
                 ("connect_timeout", backend.connect_timeout),
             ] {
                 if value.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
@@ -553,6 +558,9 @@ impl Project {
         }
         if let Some(seconds) = raw.max_retry_time {
             config.max_retry_time = std::time::Duration::from_secs_f64(seconds);
+        }
+        if let Some(seconds) = raw.backoff_base {
+            config.backoff_base = std::time::Duration::from_secs_f64(seconds);
         }
         if let Some(seconds) = raw.connect_timeout {
             config.connect_timeout = std::time::Duration::from_secs_f64(seconds);

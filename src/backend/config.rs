@@ -72,8 +72,9 @@ pub struct BackendConfig {
     /// Requests in flight at once.
     pub concurrency: u32,
     pub requests_per_minute: Option<u32>,
-    /// Longest wait for the next bytes of a response (headers or body), not for the whole answer:
-    /// long generations stream for minutes and must not be cut off.
+    /// Longest wait for the headers, then for the next event of a streamed body (keep-alive
+    /// comments and pings do not count), not for the whole answer: long generations stream
+    /// for minutes and must not be cut off.
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// Attempts after the first.

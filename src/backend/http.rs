@@ -324,8 +324,13 @@ impl Http {
         let mut parser = SseParser::new();
         let mut decoder = self.wire.decoder();
         let mut pieces = Vec::new();
+        // The idle timeout runs from the last event that carried something, not from the last
+        // byte: a server that stalls but keeps sending keep-alive comments or pings would
+        // otherwise hold the request (and a whole `promptdeck test`) forever.
+        let mut quiet_until = tokio::time::Instant::now() + idle;
         loop {
-            let (events, eof) = match timeout(idle, body.next()).await {
+            let wait = quiet_until.saturating_duration_since(tokio::time::Instant::now());
+            let (events, eof) = match timeout(wait, body.next()).await {
                 // The answer is complete once the end marker was seen; a server that then
                 // stalls or drops the connection does not spoil it.
                 Err(_) | Ok(Some(Err(_))) if decoder.end().is_some() => (Vec::new(), true),
@@ -336,6 +341,9 @@ impl Http {
                 }
                 Ok(None) => (parser.finish(), true),
             };
+            if events.iter().any(|e| !is_keep_alive(e)) {
+                quiet_until = tokio::time::Instant::now() + idle;
+            }
             for event in &events {
                 decoder.event(event, &mut pieces).map_err(|e| match e {
                     BackendError::Protocol(m) => BackendError::Protocol(redact(&m, key)),
@@ -396,6 +404,16 @@ impl Http {
         }
         Ok(models)
     }
+}
+
+/// An event that only says the connection is alive: Anthropic's `ping`, or one without data.
+/// (SSE comments, which OpenAI-compatible servers send, produce no event at all.)
+fn is_keep_alive(event: &SseEvent) -> bool {
+    let data = event.data.trim();
+    event.event == "ping"
+        || data.is_empty()
+        || data == r#"{"type": "ping"}"#
+        || data == r#"{"type":"ping"}"#
 }
 
 /// Sends text to the consumer; a consumer that went away cancels the attempt.

@@ -109,26 +109,30 @@ impl Inner {
             if tx.is_closed() {
                 return Err(err);
             }
+            let attempts = retry + 1;
             // Text already reached the consumer: another attempt would repeat or contradict it.
             if !text.is_empty() {
                 let reason = match err {
                     BackendError::Truncated { reason, .. } => reason,
                     other => other.to_string(),
                 };
-                return Err(BackendError::Truncated {
-                    partial_text: text,
-                    reason,
-                });
+                return Err(gave_up(
+                    BackendError::Truncated {
+                        partial_text: text,
+                        reason,
+                    },
+                    attempts,
+                ));
             }
             if !err.is_retryable() {
-                return Err(err);
+                return Err(gave_up(err, attempts));
             }
             match self
                 .policy
                 .next_delay(retry, started.elapsed(), err.retry_after())
             {
                 Some(delay) => tokio::time::sleep(delay).await,
-                None => return Err(err),
+                None => return Err(gave_up(err, attempts)),
             }
             retry += 1;
         };
@@ -181,6 +185,37 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// The error a request ends with, saying how many attempts it took when there were several:
+/// "HTTP 503" alone does not tell a user whether the retries were spent or skipped. An idle
+/// timeout keeps its own variant and text (it has no message to extend).
+fn gave_up(err: BackendError, attempts: u32) -> BackendError {
+    if attempts < 2 {
+        return err;
+    }
+    let note = format!(" (gave up after {attempts} attempts)");
+    match err {
+        BackendError::Api {
+            status,
+            message,
+            retry_after,
+        } => BackendError::Api {
+            status,
+            message: message + &note,
+            retry_after,
+        },
+        BackendError::Connection(message) => BackendError::Connection(message + &note),
+        BackendError::Protocol(message) => BackendError::Protocol(message + &note),
+        BackendError::Truncated {
+            partial_text,
+            reason,
+        } => BackendError::Truncated {
+            partial_text,
+            reason: reason + &note,
+        },
+        other => other,
     }
 }
 

@@ -577,6 +577,10 @@ fn write_file(path: &Path, text: &str) -> Result<(), CliError> {
         std::fs::create_dir_all(parent)
             .map_err(|e| CliError::Io(format!("cannot create {}: {e}", parent.display())))?;
     }
-    std::fs::write(path, text)
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))
+    // A temporary file renamed into place: a full disk or a kill leaves the previous file (or
+    // none), never half a report that CI would then read as complete.
+    super::versions::write_atomically(path, text.as_bytes()).map_err(|e| match e {
+        CliError::Io(message) => CliError::Io(format!("cannot write {message}")),
+        other => other,
+    })
 }

@@ -288,7 +288,13 @@ pub fn run_matrix(
         RunStatus::Complete
     };
     for &run in &runs {
-        store.finish_run(run, status)?;
+        let finished = store.finish_run(run, status);
+        // A store that already failed to take results usually fails this too; its first error
+        // is the one to report, and a run left `running` reads as interrupted once this
+        // process has exited.
+        if outcome.store_error.is_none() {
+            finished?;
+        }
     }
     if let Some(error) = &outcome.store_error {
         return Err(CliError::Io(format!(

@@ -489,6 +489,11 @@ pub async fn execute(
                 cancel.cancel();
             }
         }
+        // `Finished` means stored: once the store has failed, a result that finishes is not
+        // reported as finished, or a user would count on a result the store does not hold.
+        if sink.is_some() && store_error.is_some() {
+            continue;
+        }
         for &job in &batch {
             if let Some(executed) = &results[job] {
                 on_event(Event::Finished { job, executed });

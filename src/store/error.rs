@@ -52,12 +52,55 @@ pub enum StoreError {
     /// Stored bytes could not be decoded; the store was damaged or written by a bug.
     #[error("the store is damaged: {0}")]
     Corrupt(String),
-    /// Error reported by the sled database.
-    #[error("database error: {0}")]
-    Db(#[from] sled::Error),
+    /// Error reported by the sled database. Not a `source`: the message already carries it,
+    /// and a chain printer would repeat it.
+    #[error("{}", describe_db(.0))]
+    Db(sled::Error),
     /// Filesystem or stream error.
-    #[error("I/O error: {0}")]
+    #[error("{}", describe_io(.0))]
     Io(#[from] std::io::Error),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+/// What a user can do something about, for the errors a full disk or a read-only project
+/// directory cause: sled's own text ("IO error: File too large") does not say it is the store.
+fn storage_hint(io: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    // The kind, not only the OS code: sled re-creates the error of a failed background flush
+    // as a custom error that keeps the kind and loses the code.
+    match io.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => Some("the disk is full"),
+        ErrorKind::FileTooLarge => {
+            Some("a file size limit was reached (the disk is full for this process)")
+        }
+        ErrorKind::ReadOnlyFilesystem => {
+            Some("the project directory is on a read-only file system")
+        }
+        ErrorKind::PermissionDenied => Some("no permission to write the project directory"),
+        _ => None,
+    }
+}
+
+fn describe_db(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) => match storage_hint(io) {
+            Some(hint) => format!("cannot write the store (.promptdeck/): {hint}: {io}"),
+            None => format!("database error: {io}"),
+        },
+        other => format!("database error: {other}"),
+    }
+}
+
+fn describe_io(io: &std::io::Error) -> String {
+    match storage_hint(io) {
+        Some(hint) => format!("cannot write the store (.promptdeck/): {hint}: {io}"),
+        None => format!("I/O error: {io}"),
+    }
 }
 
 fn holder(pid: Option<u32>) -> String {
@@ -95,6 +138,29 @@ mod tests {
             path: PathBuf::from("/x"),
         };
         assert!(e.to_string().contains("another process"));
+    }
+
+    #[test]
+    fn storage_errors_say_what_to_fix() {
+        let full = StoreError::from(sled::Error::Io(std::io::Error::from_raw_os_error(
+            libc::ENOSPC,
+        )));
+        let text = full.to_string();
+        assert!(
+            text.starts_with("cannot write the store (.promptdeck/): the disk is full: "),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&full).is_none(), "said once");
+        // As sled reports a failed background flush: the kind survives, the code does not.
+        let flush = StoreError::from(sled::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            "Os { code: 27 }",
+        )));
+        assert!(flush.to_string().contains("file size limit"), "{flush}");
+        let ro = StoreError::Io(std::io::Error::from_raw_os_error(libc::EROFS));
+        assert!(ro.to_string().contains("read-only file system"), "{ro}");
+        let other = StoreError::from(sled::Error::Unsupported("x".into()));
+        assert!(other.to_string().starts_with("database error: "), "{other}");
     }
 
     #[test]

@@ -195,6 +195,10 @@ async fn retries_are_bounded() {
         matches!(err, BackendError::Api { status: 502, .. }),
         "{err}"
     );
+    assert!(
+        err.to_string().ends_with("(gave up after 3 attempts)"),
+        "the error says the retries were spent: {err}"
+    );
     assert_eq!(server.count(), 3);
 }
 
@@ -311,6 +315,39 @@ async fn stalled_stream_hits_the_idle_timeout() {
         .unwrap_err();
     assert!(matches!(err, BackendError::Timeout(_)), "{err:?}");
     assert_eq!(server.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alives_do_not_hold_a_stalled_stream_open() {
+    // Text, then only keep-alive comments, one a second for 200 s: bytes keep coming but the
+    // answer never does, so the 30 s idle timeout must still end it.
+    let body = stream_body(true);
+    let cut = body.find("data: [DONE]").unwrap();
+    let server = Server::start(move |_, _| {
+        let mut parts = vec![sse_head(), body.as_bytes()[..cut].to_vec()];
+        parts.extend((0..200).map(|_| b": keep-alive\n\n".to_vec()));
+        Reply::Parts(parts, Duration::from_secs(1))
+    })
+    .await;
+    set_key("PD_OA_KA", "sk-test-ka");
+    let mut cfg = config(Kind::OpenAi, &server.url(), "PD_OA_KA");
+    cfg.timeout = Duration::from_secs(30);
+    let backend = build(&cfg, None).unwrap();
+    let start = Instant::now();
+    let err = complete(backend.as_ref(), request("Hi"), |_| {})
+        .await
+        .unwrap_err();
+    match err {
+        BackendError::Truncated { reason, .. } => {
+            assert!(reason.contains("no data"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(60),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]
