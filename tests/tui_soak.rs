@@ -19,8 +19,8 @@ use ratatui::backend::TestBackend;
 
 use promptdeck::prompt::technique::Extractor;
 use promptdeck::tui::app::{
-    App, AssertionLine, Buffer, CaseInfo, CellDone, Effect, HistoryRow, Mouse, MouseKind, Msg,
-    PreviewResult, Problem, Setup, TokenInfo, VersionRef, VoteSpec,
+    App, AssertionLine, Buffer, CaseInfo, CellDone, Effect, HistoryRow, ModelsData, Mouse,
+    MouseKind, Msg, PreviewResult, Problem, Setup, TokenInfo, VersionRef, VoteSpec,
 };
 use promptdeck::tui::keymap::{Action, Key, KeyChord, Keymap};
 use promptdeck::tui::theme::{self, Theme};
@@ -228,6 +228,42 @@ fn cell_done(rng: &mut Rng) -> CellDone {
     }
 }
 
+/// A comparison over a random part of the compare fixture's samples: any number of backends
+/// and prompts, possibly none at all.
+fn random_models(rng: &mut Rng, backends: &[String]) -> ModelsData {
+    use promptdeck::compare::{self, CompareOptions};
+    let mut samples = Vec::new();
+    for mut sample in compare::fixture::sample_results() {
+        if !rng.chance(60) {
+            continue;
+        }
+        if !backends.is_empty() && rng.chance(50) {
+            sample.backend = backends[rng.below(backends.len())].clone();
+        }
+        samples.push(sample);
+    }
+    let report = compare::compare(
+        &samples,
+        &CompareOptions {
+            backends: backends.to_vec(),
+            ..CompareOptions::default()
+        },
+    );
+    ModelsData {
+        charts: compare::tui_charts(&report),
+        samples: report.samples,
+        run_ids: report.run_ids.clone(),
+        missing: backends
+            .iter()
+            .filter(|_| rng.chance(30))
+            .map(|b| ("cot/math".to_owned(), b.clone()))
+            .collect(),
+        skipped: (0..rng.below(2))
+            .map(|_| ("broken".to_owned(), random_text(rng)))
+            .collect(),
+    }
+}
+
 /// What a worker answers to an effect: zero or more messages, some of them stale or odd.
 fn answer(rng: &mut Rng, effect: Effect, out: &mut Vec<Msg>) {
     match effect {
@@ -279,6 +315,19 @@ fn answer(rng: &mut Rng, effect: Effect, out: &mut Vec<Msg>) {
             out.push(Msg::RunFinished { run });
         }
         Effect::CancelRun(run) => out.push(Msg::RunFinished { run }),
+        Effect::LoadModels { seq, backends, .. } => {
+            let seq = if rng.chance(10) {
+                seq.saturating_sub(1)
+            } else {
+                seq
+            };
+            let result = if rng.chance(15) {
+                Err(random_text(rng))
+            } else {
+                Ok(random_models(rng, &backends))
+            };
+            out.push(Msg::ModelsLoaded { seq, result });
+        }
         Effect::Save {
             file_name,
             prompt,
@@ -560,6 +609,7 @@ fn tui_survives_a_random_event_stream() {
                         "Main",
                         "Compare",
                         "History",
+                        "Models",
                         "Help",
                         "Palette",
                         "Backends",
