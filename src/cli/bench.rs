@@ -303,7 +303,7 @@ pub fn local(
             .prompt_tokens(&Prompt::Text(text))
             .map_err(|e| CliError::Usage(e.to_string()))?;
         let prompt: Vec<u32> = ids.into_iter().take(args.prompt_tokens.max(1)).collect();
-        let request = GenerateRequest::new(Prompt::Tokens(prompt), args.tokens);
+        let request = GenerateRequest::new(Prompt::Tokens(prompt.clone()), args.tokens);
         let cancel = std::sync::atomic::AtomicBool::new(false);
         // The first generation warms caches and allocators; the second is the measurement.
         engine
@@ -323,6 +323,28 @@ pub fn local(
             done.usage.completion_tokens,
             t.time_to_first_token_ms
         );
+        // The next ReAct step or sample shares its prompt's start with the last request: one
+        // token changed near the end leaves the rest to the kept keys and values.
+        if prompt.len() > 8 {
+            let mut tail_changed = prompt.clone();
+            let at = prompt.len() - 4;
+            tail_changed[at] = prompt[at - 1];
+            let warm = GenerateRequest::new(Prompt::Tokens(tail_changed), 1);
+            let kept = engine
+                .generate(&warm, &cancel, |_| {})
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let k = kept.timings;
+            println!(
+                "{:<58} {:>14}  prefill {:>7.1} ms with {} of {} prompt tokens kept from the previous request ({:.1} ms cold, {:.1}x)",
+                "  a prompt sharing its start",
+                "",
+                k.prefill_ms,
+                k.reused_prompt_tokens,
+                prompt.len(),
+                t.prefill_ms,
+                t.prefill_ms / k.prefill_ms.max(f64::MIN_POSITIVE)
+            );
+        }
         if let Some(r) = &reference {
             println!(
                 "{:<58} {:>14}  prefill {:>7.2}x        decode {:>6.2}x              first token {:>6.2}x",
