@@ -488,9 +488,21 @@ fn samples_of(
                 tokens_out: r.usage.output,
                 cost_usd: cost_known.then_some(r.cost),
                 context_window: window,
+                largest_request_in: largest_request_in(r, &run.backend),
             })
         })
         .collect()
+}
+
+/// The input tokens of the largest request a technique sent to the compared backend (judges on
+/// other backends do not count), from the stored record of its calls.
+fn largest_request_in(result: &CaseResult, backend: &str) -> Option<u64> {
+    let calls = result.technique.as_ref()?.get("calls")?.as_array()?;
+    calls
+        .iter()
+        .filter(|call| call.get("backend").and_then(serde_json::Value::as_str) == Some(backend))
+        .filter_map(|call| call.get("usage")?.get("input_tokens")?.as_u64())
+        .max()
 }
 
 /// A case's weight: its numeric `metadata.weight`, else 1 (promptfoo's schema has none).

@@ -323,7 +323,7 @@ fn definitions(out: &mut String) {
 <dt>latency, TTFT</dt><dd>Nearest-rank percentiles over every sample: the value at rank ⌈p/100 × n⌉ of the sorted values.</dd>\n\
 <dt>output tokens/s</dt><dd>Σ output tokens ÷ Σ generation time, where generation time is latency − time to first token when that is measured, else the whole latency.</dd>\n\
 <dt>cost</dt><dd>Per 1k cases: the mean cost of one priced sample × 1000. The total sums priced samples and says when some were not priced. Backends that report no price show “–”, not $0.</dd>\n\
-<dt>context use</dt><dd>Input tokens ÷ the model's context window, mean and max over samples.</dd>\n\
+<dt>context use</dt><dd>Input tokens of a sample's largest request ÷ the model's context window (a ReAct or self-consistency case makes several requests), mean and max over samples.</dd>\n\
 </dl>\n</footer>\n",
     );
 }

@@ -433,7 +433,7 @@ fn cost(samples: &[&ResultSample]) -> Cost {
     let context: Vec<f64> = samples
         .iter()
         .filter_map(|s| match s.context_window {
-            Some(w) if w > 0 => Some(s.tokens_in as f64 / w as f64),
+            Some(w) if w > 0 => Some(s.largest_request_in.unwrap_or(s.tokens_in) as f64 / w as f64),
             _ => None,
         })
         .collect();
@@ -678,5 +678,27 @@ mod tests {
         };
         // a real request that produced nothing: 0 tok/s is a measurement, not missing data
         close(backend_metrics("x", &[&s]).speed.output_tokens_per_s, 0.0);
+    }
+
+    #[test]
+    fn context_use_is_per_request_when_a_case_made_several() {
+        // A ReAct case: four requests of up to 1,500 input tokens, 5,000 in all, on a
+        // 2,048-token window. The window was never exceeded; the total would say 244%.
+        let react = ResultSample {
+            tokens_in: 5000,
+            largest_request_in: Some(1500),
+            context_window: Some(2048),
+            ..ResultSample::new("r", "x", "p", "v", "react")
+        };
+        let plain = ResultSample {
+            tokens_in: 512,
+            context_window: Some(2048),
+            ..ResultSample::new("r", "x", "p", "v", "plain")
+        };
+        let m = backend_metrics("x", &[&react, &plain]);
+        close(m.cost.context_use_max, 1500.0 / 2048.0);
+        close(m.cost.context_use_mean, (1500.0 / 2048.0 + 0.25) / 2.0);
+        // Tokens in still count every request.
+        assert_eq!(m.cost.tokens_in, 5512);
     }
 }

@@ -89,6 +89,10 @@ pub struct ResultSample {
     pub cost_usd: Option<f64>,
     /// Context window of the model in tokens, for context-window use.
     pub context_window: Option<u64>,
+    /// The input of the largest single request, when the case made several (a ReAct loop,
+    /// self-consistency samples, steps): context use is per request, while `tokens_in` adds
+    /// every request up. `None`: one request, `tokens_in` itself.
+    pub largest_request_in: Option<u64>,
 }
 
 impl ResultSample {
@@ -121,6 +125,7 @@ impl ResultSample {
             tokens_out: 0,
             cost_usd: None,
             context_window: None,
+            largest_request_in: None,
         }
     }
 }
