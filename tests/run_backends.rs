@@ -33,23 +33,7 @@ const SECRET_PART: &str = "REDACTME";
 
 const SYSTEM: &str = "You answer geography questions in one sentence.";
 const USER: &str = "Which country is Lyon in?";
-const PROMPT: &str = "---
-name: ask
-model:
-  parameters:
-    temperature: 0
-    max_tokens: 64
-inputs:
-  city: {type: string}
-sample:
-  city: Paris
----
-system:
-You answer geography questions in one sentence.
-
-user:
-Which country is {{ city }} in?
-";
+const PROMPT: &str = common::ASK_PROMPT;
 const TESTS: &str = "- description: lyon
   vars:
     city: Lyon
@@ -342,11 +326,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(providers: &[Provider]) -> Fixture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = common::runtime(2);
         let mut config = String::from("[defaults]\nbackend = \"local\"\n");
         let mut servers = Vec::new();
         for &provider in providers {

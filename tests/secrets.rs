@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::tmux::Session;
 use common::{Run, TempProject};
 use server::{Recorded, Reply, Server};
 
@@ -53,23 +54,7 @@ const ANSWER: &str = "Lyon is in France, of course.";
 /// Generous: `tokenize` fetches the embedded model on a machine that has never run it.
 const COMMAND_LIMIT: Duration = Duration::from_secs(300);
 
-const PROMPT: &str = "---
-name: ask
-model:
-  parameters:
-    temperature: 0
-    max_tokens: 64
-inputs:
-  city: {type: string}
-sample:
-  city: Paris
----
-system:
-You answer geography questions in one sentence.
-
-user:
-Which country is {{ city }} in?
-";
+const PROMPT: &str = common::ASK_PROMPT;
 
 /// One case per way a provider can answer; the marker in `city` reaches the server in the body.
 const TESTS: &str = "- description: lyon
@@ -392,25 +377,22 @@ fn secret(var: &str) -> &'static str {
 
 /// RFC 3986 percent-encoding (unreserved characters kept), upper-case hex.
 fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encode(text, |b| format!("%{b:02X}"))
 }
 
 /// The same with lower-case hex, which some encoders write.
 fn percent_lower(text: &str) -> String {
+    percent_encode(text, |b| format!("%{b:02x}"))
+}
+
+/// Percent-encoding with `escape` writing each byte that is not unreserved.
+fn percent_encode(text: &str, escape: impl Fn(u8) -> String) -> String {
     text.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
                 char::from(b).to_string()
             } else {
-                format!("%{b:02x}")
+                escape(b)
             }
         })
         .collect()
@@ -491,11 +473,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = common::runtime(2);
         let mut config = String::from("[defaults]\nbackend = \"remote-openai\"\n");
         let mut servers = Vec::new();
         // Where the `redirected` case points: it answers like a provider, so only what it
@@ -1073,13 +1051,8 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> String {
 /// The workbench in tmux: open, run the selected case on the OpenAI backend, quit. Its screen
 /// and `.promptdeck/tui.log` (searched with the other files) must not show a key.
 fn workbench_runs_without_leaking(f: &mut Fixture) {
-    let available = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        available,
-        "this test drives the workbench in tmux, which is not installed (Debian/Ubuntu: `apt-get install tmux`)"
+    common::tmux::assert_available(
+        "this test drives the workbench in tmux, which is not installed (Debian/Ubuntu: `apt-get install tmux`)",
     );
     let name = format!("pd-secrets-{}", std::process::id());
     let mut shell = String::from("NO_COLOR=1 RUST_LOG=trace ");
@@ -1092,73 +1065,18 @@ fn workbench_runs_without_leaking(f: &mut Fixture) {
     ));
     let before = f.server(Provider::OpenAi).count();
     f.note(&[]);
-    let status = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &name,
-            "-x",
-            "120",
-            "-y",
-            "40",
-            "-c",
-        ])
-        .arg(f.project.root())
-        .arg(shell)
-        .status()
-        .expect("tmux new-session");
-    assert!(status.success());
-    let session = TmuxSession(name.clone());
-    let screen = |s: &TmuxSession| {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &s.0])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let wait_for = |s: &TmuxSession, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = screen(s);
-            if text.contains(needle) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited for {needle:?}; the screen:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    let keys = |s: &TmuxSession, key: &str| {
-        let ok = Command::new("tmux")
-            .args(["send-keys", "-t", &s.0, key])
-            .status()
-            .is_ok_and(|st| st.success());
-        assert!(ok, "tmux send-keys {key}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    wait_for(&session, "Which country is Lyon in?");
-    keys(&session, "C-r");
-    let ran = wait_for(&session, "run done");
+    let mut session = Session::start(None, name, f.project.root(), &shell, (120, 40));
+    session.key_pause = Duration::from_millis(100);
+    let limit = Duration::from_secs(30);
+    session.wait_for(&["Which country is Lyon in?"], limit);
+    session.keys(&["C-r"]);
+    let ran = session.wait_for(&["run done"], limit);
     f.keep_text("the workbench's screen after a run", ran);
-    keys(&session, "C-q");
-    let closed = wait_for(&session, "EXITED");
+    session.keys(&["C-q"]);
+    let closed = session.wait_for(&["EXITED"], limit);
     f.keep_text("the terminal after the workbench", closed);
     assert!(
         f.server(Provider::OpenAi).count() > before,
         "the workbench's run reached the server"
     );
-}
-
-/// A tmux session, killed on drop.
-struct TmuxSession(String);
-
-impl Drop for TmuxSession {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
-    }
 }

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod tmux;
+
 pub struct TempProject {
     pub dir: tempfile::TempDir,
 }
@@ -77,3 +79,31 @@ impl From<Output> for Run {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// A multi-threaded tokio runtime for the loopback servers a test starts.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The geography prompt that the backend tests run (`ask`, one `city` input).
+pub const ASK_PROMPT: &str = "---
+name: ask
+model:
+  parameters:
+    temperature: 0
+    max_tokens: 64
+inputs:
+  city: {type: string}
+sample:
+  city: Paris
+---
+system:
+You answer geography questions in one sentence.
+
+user:
+Which country is {{ city }} in?
+";
