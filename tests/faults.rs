@@ -21,6 +21,8 @@ mod common;
 mod bounded;
 #[path = "common/fault_server.rs"]
 mod fault_server;
+#[path = "common/rng.rs"]
+mod rng;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -31,6 +33,7 @@ use serde_json::Value;
 use common::tmux::Session as Pane;
 use common::{Run, TempProject};
 use fault_server::{Fault, FaultPlan, FaultServer, Policy, Provider, answer};
+use rng::Rng;
 
 /// The key every API backend reads; it must never appear in anything promptdeck writes.
 const KEY: &str = "sk-fault-secret-0123456789";
@@ -327,25 +330,6 @@ fn test_over_1000_cases_with_injected_faults_loses_nothing() {
 
 // ---------------------------------------------------------------------------------------------
 // SIGKILL at random moments.
-
-/// splitmix64: a seeded source of kill moments, so a failure can be replayed with its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A moment in `[0, max]`.
-    fn moment(&mut self, max: Duration) -> Duration {
-        let micros = max.as_micros().max(1) as u64;
-        Duration::from_micros(self.next() % (micros + 1))
-    }
-}
 
 /// The seed of the kill moments: `PROMPTDECK_KILL_SEED` to replay a failure, else the clock.
 fn kill_rng(what: &str) -> Rng {

@@ -353,12 +353,7 @@ impl Fixture {
     }
 
     fn server(&self, provider: Provider) -> &Server {
-        &self
-            .servers
-            .iter()
-            .find(|(p, _)| *p == provider)
-            .expect("a server for the provider")
-            .1
+        common::paired(&self.servers, &provider)
     }
 
     /// Runs the binary in the project with `key` (or no key) in `KEY_VAR`.

@@ -197,28 +197,10 @@ impl Provider {
         if req.body.contains("HOP-307") && !req.target.contains("hop=1") {
             // A redirect within the same server, which is followed (with the key).
             let sep = if req.target.contains('?') { '&' } else { '?' };
-            let location = format!("{}{sep}hop=1", req.target);
-            return Reply::Parts(
-                vec![server::response(
-                    307,
-                    &[("Location", location.as_str())],
-                    "text/plain",
-                    "moved",
-                )],
-                Duration::ZERO,
-            );
+            return redirect(&format!("{}{sep}hop=1", req.target));
         }
         if req.body.contains("REDIRECT-307") {
-            let location = format!("{thief}{}", req.target);
-            return Reply::Parts(
-                vec![server::response(
-                    307,
-                    &[("Location", location.as_str())],
-                    "text/plain",
-                    "moved",
-                )],
-                Duration::ZERO,
-            );
+            return redirect(&format!("{thief}{}", req.target));
         }
         let key = self.key_header(req).unwrap_or_default();
         // What a careless gateway prints about the request: every header, as sent, URL-encoded
@@ -367,6 +349,19 @@ impl Provider {
     }
 }
 
+/// A 307 to `location`.
+fn redirect(location: &str) -> Reply {
+    Reply::Parts(
+        vec![server::response(
+            307,
+            &[("Location", location)],
+            "text/plain",
+            "moved",
+        )],
+        Duration::ZERO,
+    )
+}
+
 fn secret(var: &str) -> &'static str {
     SECRETS
         .iter()
@@ -505,12 +500,7 @@ impl Fixture {
     }
 
     fn server(&self, provider: Provider) -> &Server {
-        &self
-            .servers
-            .iter()
-            .find(|(p, _)| *p == provider)
-            .expect("a server")
-            .1
+        common::paired(&self.servers, &provider)
     }
 
     /// A command with every secret in its environment and every log switch on.

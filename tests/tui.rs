@@ -20,22 +20,7 @@ use serde_json::json;
 use common::TempProject;
 use common::tmux::Session;
 
-const PROMPT: &str = "---
-name: ask
-model:
-  parameters:
-    temperature: 0
-    max_tokens: 64
-inputs:
-  city: {type: string}
-sample:
-  city: Paris
----
-system:
-You answer geography questions in one sentence.
-user:
-Which country is {{ city }} in?
-";
+const PROMPT: &str = common::ASK_PROMPT;
 const TESTS: &str = "- description: lyon
   vars:
     city: Lyon
@@ -70,6 +55,16 @@ fn start_session(root: &Path, env: &[(&str, &str)], width: u16, height: u16) -> 
         env!("CARGO_BIN_EXE_promptdeck")
     ));
     Session::start(None, name, root, &shell, (width, height))
+}
+
+/// The workbench at 120x40 in `project`, with `HOME` a fresh folder in it and `env` set too.
+fn start_at_home(project: &TempProject, env: &[(&str, &str)]) -> Session {
+    let home = project.root().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let home = home.to_string_lossy().into_owned();
+    let mut all = vec![("NO_COLOR", "1"), ("HOME", home.as_str())];
+    all.extend_from_slice(env);
+    start_session(project.root(), &all, 120, 40)
 }
 
 fn alternate_screen(tui: &Session) -> bool {
@@ -131,15 +126,7 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
         std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     let editor = editor.to_string_lossy().into_owned();
-    let home = project.root().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let home = home.to_string_lossy().into_owned();
-    let tui = start_session(
-        project.root(),
-        &[("NO_COLOR", "1"), ("HOME", &home), ("EDITOR", &editor)],
-        120,
-        40,
-    );
+    let tui = start_at_home(&project, &[("EDITOR", &editor)]);
     let limit = Duration::from_secs(20);
 
     // Open: the first prompt with its first case rendered.
@@ -324,15 +311,7 @@ fn tui_runs_a_react_prompt_and_shows_its_trace() {
         "prompts/agent.tests.yaml",
         "- description: product\n  assert:\n    - {type: equals, value: '42'}\n",
     );
-    let home = project.root().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let home = home.to_string_lossy().into_owned();
-    let tui = start_session(
-        project.root(),
-        &[("NO_COLOR", "1"), ("HOME", &home)],
-        120,
-        40,
-    );
+    let tui = start_at_home(&project, &[]);
     let limit = Duration::from_secs(20);
     tui.wait_for(&["prompts/agent.prompty", "product"], limit);
     tui.keys(&["C-r"]);
@@ -371,15 +350,7 @@ fn tui_models_view_runs_the_missing_backends_and_charts_them() {
     ));
     project.write("prompts/ask.prompty", PROMPT);
     project.write("prompts/ask.tests.yaml", TESTS);
-    let home = project.root().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let home = home.to_string_lossy().into_owned();
-    let tui = start_session(
-        project.root(),
-        &[("NO_COLOR", "1"), ("HOME", &home)],
-        120,
-        40,
-    );
+    let tui = start_at_home(&project, &[]);
     let limit = Duration::from_secs(20);
     tui.wait_for(&["prompts/ask.prompty", "lyon"], limit);
 

@@ -13,6 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 #[path = "../common/loopback.rs"]
 mod loopback;
 
+pub use loopback::{response, sse_head};
+
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
@@ -126,18 +128,7 @@ async fn serve(mut socket: TcpStream, handler: Arc<Handler>, reqs: Arc<Mutex<Vec
     };
     let _ = socket.set_nodelay(true);
     match handler(index, &req) {
-        Reply::Parts(parts, gap) => {
-            for (i, part) in parts.iter().enumerate() {
-                if i > 0 && !gap.is_zero() {
-                    tokio::time::sleep(gap).await;
-                }
-                if socket.write_all(part).await.is_err() {
-                    return;
-                }
-                let _ = socket.flush().await;
-            }
-            let _ = socket.shutdown().await;
-        }
+        Reply::Parts(parts, gap) => loopback::write_parts(&mut socket, &parts, gap).await,
         Reply::Stall(parts) => {
             for part in parts {
                 let _ = socket.write_all(&part).await;
@@ -155,20 +146,6 @@ async fn serve(mut socket: TcpStream, handler: Arc<Handler>, reqs: Arc<Mutex<Vec
     }
 }
 
-/// A complete response with a body and `Content-Length`.
-pub fn response(status: u16, headers: &[(&str, &str)], content_type: &str, body: &str) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        out.push_str(&format!("{n}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out.into_bytes()
-}
-
 pub fn json(status: u16, headers: &[(&str, &str)], body: &Value) -> Reply {
     Reply::Parts(
         vec![response(
@@ -179,11 +156,6 @@ pub fn json(status: u16, headers: &[(&str, &str)], body: &Value) -> Reply {
         )],
         Duration::ZERO,
     )
-}
-
-/// The head of an event-stream response whose body ends when the connection closes.
-pub fn sse_head() -> Vec<u8> {
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".to_vec()
 }
 
 /// Splits `body` into TCP writes at awkward places: every `step` bytes, so boundaries fall

@@ -23,6 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 #[path = "loopback.rs"]
 mod loopback;
 
+use loopback::{response, sse_head, write_parts};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Provider {
     OpenAi,
@@ -385,40 +387,40 @@ async fn serve(
         Fault::Ok => {
             let mut parts = vec![sse_head()];
             parts.extend(events(provider, &pieces, true));
-            write_parts(&mut socket, parts, Duration::ZERO).await;
+            write_parts(&mut socket, &parts, Duration::ZERO).await;
         }
         Fault::Slow => {
             let mut parts = vec![sse_head()];
             parts.extend(events(provider, &pieces, true));
-            write_parts(&mut socket, parts, Duration::from_millis(150)).await;
+            write_parts(&mut socket, &parts, Duration::from_millis(150)).await;
         }
         Fault::RateLimitRetryAfter => {
             let r = error_response(provider, 429, &[("Retry-After", "1")], "");
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::RateLimitNoHint => {
             let r = error_response(provider, 429, &[], "");
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::RateLimitTooLong => {
             let r = error_response(provider, 429, &[("Retry-After", "3600")], "");
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::Status500 => {
             // Like a gateway that echoes request headers in its error page: the client must
             // not pass the key on to reports, the store or the terminal.
             let echo = format!("request headers: {}", credential(&head));
             let r = error_response(provider, 500, &[], &echo);
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::Status503 => {
             let r = error_response(provider, 503, &[], "");
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::Status502 => {
             let page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
             let r = response(502, &[], "text/html", page);
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::Reset => {
             let _ = socket.set_zero_linger();
@@ -457,34 +459,21 @@ async fn serve(
         Fault::TruncatedSse => {
             let mut parts = vec![sse_head()];
             parts.extend(events(provider, &pieces[..1], false));
-            write_parts(&mut socket, parts, Duration::ZERO).await;
+            write_parts(&mut socket, &parts, Duration::ZERO).await;
         }
         Fault::MalformedJson => {
             let parts = vec![
                 sse_head(),
                 b"data: {\"choices\": [{\"delta\": {\"content\": \"ok\n\n".to_vec(),
             ];
-            write_parts(&mut socket, parts, Duration::ZERO).await;
+            write_parts(&mut socket, &parts, Duration::ZERO).await;
         }
         Fault::WrongContentType => {
             let page = "<html><body>Please sign in to continue</body></html>";
             let r = response(200, &[], "text/html; charset=utf-8", page);
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
     }
-}
-
-async fn write_parts(socket: &mut TcpStream, parts: Vec<Vec<u8>>, gap: Duration) {
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 && !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        }
-        if socket.write_all(part).await.is_err() {
-            return;
-        }
-        let _ = socket.flush().await;
-    }
-    let _ = socket.shutdown().await;
 }
 
 /// Holds the connection open and silent until the client gives up on it.
@@ -495,23 +484,6 @@ async fn wait_for_close(socket: &mut TcpStream) {
             return;
         }
     }
-}
-
-fn response(status: u16, headers: &[(&str, &str)], content_type: &str, body: &str) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        out.push_str(&format!("{n}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out.into_bytes()
-}
-
-fn sse_head() -> Vec<u8> {
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".to_vec()
 }
 
 /// The provider's own error body for a status.

@@ -107,3 +107,12 @@ You answer geography questions in one sentence.
 user:
 Which country is {{ city }} in?
 ";
+
+/// The value paired with `key` (a provider's server, ...); panics when there is none.
+pub fn paired<'a, K: PartialEq, V>(pairs: &'a [(K, V)], key: &K) -> &'a V {
+    &pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .expect("a value paired with the key")
+        .1
+}
