@@ -170,12 +170,11 @@ impl Gemma3Model {
     /// A fresh f16 KV cache for up to `cfg.max_positions` positions.
     pub fn new_state(&self) -> LlamaState {
         let c = &self.cfg;
-        let per_layer = c.n_head_kv * c.max_positions * c.head_dim;
-        LlamaState {
-            k: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
-            v: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
-            cap: c.max_positions,
-        }
+        LlamaState::zeroed(
+            c.n_layer,
+            c.n_head_kv * c.max_positions * c.head_dim,
+            c.max_positions,
+        )
     }
 
     /// Runs `tokens` at positions `pos..pos + tokens.len()` and returns the last token's logits.

@@ -219,6 +219,17 @@ pub struct LlamaState {
     pub(crate) cap: usize,
 }
 
+impl LlamaState {
+    /// An empty cache: `n_layer` layers of `per_layer` zeroed values, for `cap` positions.
+    pub(crate) fn zeroed(n_layer: usize, per_layer: usize, cap: usize) -> Self {
+        LlamaState {
+            k: (0..n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
+            v: (0..n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
+            cap,
+        }
+    }
+}
+
 impl LlamaModel {
     /// Builds the model from its tensors (GGUF names). Matrices must be Q4_1 or Q8_0.
     pub fn load(cfg: LlamaConfig, src: &mut dyn TensorSource) -> Result<Self, KernelError> {
@@ -277,12 +288,11 @@ impl LlamaModel {
     /// A fresh KV cache for up to `cfg.max_positions` positions.
     pub fn new_state(&self) -> LlamaState {
         let c = &self.cfg;
-        let per_layer = c.n_head_kv * c.max_positions * c.head_dim();
-        LlamaState {
-            k: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
-            v: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
-            cap: c.max_positions,
-        }
+        LlamaState::zeroed(
+            c.n_layer,
+            c.n_head_kv * c.max_positions * c.head_dim(),
+            c.max_positions,
+        )
     }
 
     /// Runs `tokens` at positions `pos..pos + tokens.len()` (the cache must hold everything
