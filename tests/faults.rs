@@ -342,7 +342,7 @@ fn kill_rng(what: &str) -> Rng {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     println!("{what}: kill seed {seed} (replay with PROMPTDECK_KILL_SEED={seed})");
-    Rng(seed)
+    Rng::new(seed)
 }
 
 /// Kills per command: CI's short version adds up to 100; the soak runs 100 of each.

@@ -404,7 +404,7 @@ fn soak(
     draw_every: u64,
     trail: &mut VecDeque<String>,
 ) -> (u64, BTreeSet<String>) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let themes: Vec<(String, Theme)> = theme::SHIPPED
         .iter()
         .map(|(n, _)| {

@@ -1,21 +1,25 @@
-//! SplitMix64: tiny, seedable and identical on every platform, so a seed reproduces a failure.
+//! A seeded source of test events: the library's SplitMix64, tiny and identical on every
+//! platform, so a seed reproduces a failure.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-pub struct Rng(pub u64);
+use promptdeck::compare::perturb::SplitMix64;
+
+pub struct Rng(SplitMix64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    pub fn new(seed: u64) -> Rng {
+        Rng(SplitMix64::new(seed))
     }
 
+    pub fn next(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        self.0.below(n)
     }
 
     pub fn chance(&mut self, percent: u64) -> bool {
