@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use common::tmux::Session;
 use common::{Run, TempProject};
-use server::{Recorded, Reply, Server};
+use server::{Recorded, Reply, Server, sse_event};
 
 /// The variable of the backend that names its own (`api_key_env`).
 const CUSTOM_VAR: &str = "PD_SECRETS_CUSTOM_KEY";
@@ -287,38 +287,35 @@ impl Provider {
     /// `text` streamed in the provider's format, with token counts.
     fn stream(self, text: &str) -> String {
         match self.kind() {
-            "anthropic" => {
-                let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-                [
-                    event(
-                        "message_start",
-                        json!({"type": "message_start", "message": {"id": "m", "type": "message",
+            "anthropic" => [
+                sse_event(
+                    "message_start",
+                    json!({"type": "message_start", "message": {"id": "m", "type": "message",
                         "role": "assistant", "content": [], "model": "anthropic-model",
                         "usage": {"input_tokens": 20, "output_tokens": 1}}}),
-                    ),
-                    event(
-                        "content_block_start",
-                        json!({"type": "content_block_start", "index": 0,
+                ),
+                sse_event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0,
                         "content_block": {"type": "text", "text": ""}}),
-                    ),
-                    event(
-                        "content_block_delta",
-                        json!({"type": "content_block_delta", "index": 0,
+                ),
+                sse_event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
                         "delta": {"type": "text_delta", "text": text}}),
-                    ),
-                    event(
-                        "content_block_stop",
-                        json!({"type": "content_block_stop", "index": 0}),
-                    ),
-                    event(
-                        "message_delta",
-                        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                ),
+                sse_event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ),
+                sse_event(
+                    "message_delta",
+                    json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
                         "usage": {"output_tokens": 8}}),
-                    ),
-                    event("message_stop", json!({"type": "message_stop"})),
-                ]
-                .concat()
-            }
+                ),
+                sse_event("message_stop", json!({"type": "message_stop"})),
+            ]
+            .concat(),
             "gemini" => format!(
                 "data: {}\r\n\r\n",
                 json!({"candidates": [{"content": {"parts": [{"text": text}], "role": "model"},

@@ -14,6 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 mod loopback;
 
 pub use loopback::{response, sse_head};
+// Not every test that includes this server streams Anthropic's events.
+#[allow(unused_imports)]
+pub use loopback::sse_event;
 
 #[derive(Debug, Clone)]
 pub struct Recorded {

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[path = "loopback.rs"]
 mod loopback;
 
-use loopback::{response, sse_head, write_parts};
+use loopback::{response, sse_event, sse_head, write_parts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Provider {
@@ -546,39 +546,38 @@ fn events(provider: Provider, pieces: &[&str], end: bool) -> Vec<Vec<u8>> {
             }
         }
         Provider::Anthropic => {
-            let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-            let mut start = event(
+            let mut start = sse_event(
                 "message_start",
                 json!({"type": "message_start", "message": {"id": "msg_f", "type": "message",
                     "role": "assistant", "content": [], "model": "claude-f",
                     "stop_reason": null, "stop_sequence": null,
                     "usage": {"input_tokens": 7, "output_tokens": 1}}}),
             );
-            start.push_str(&event(
+            start.push_str(&sse_event(
                 "content_block_start",
                 json!({"type": "content_block_start", "index": 0,
                        "content_block": {"type": "text", "text": ""}}),
             ));
             out.push(start);
             for p in pieces {
-                out.push(event(
+                out.push(sse_event(
                     "content_block_delta",
                     json!({"type": "content_block_delta", "index": 0,
                            "delta": {"type": "text_delta", "text": p}}),
                 ));
             }
             if end {
-                let mut tail = event(
+                let mut tail = sse_event(
                     "content_block_stop",
                     json!({"type": "content_block_stop", "index": 0}),
                 );
-                tail.push_str(&event(
+                tail.push_str(&sse_event(
                     "message_delta",
                     json!({"type": "message_delta",
                            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
                            "usage": {"output_tokens": 3}}),
                 ));
-                tail.push_str(&event("message_stop", json!({"type": "message_stop"})));
+                tail.push_str(&sse_event("message_stop", json!({"type": "message_stop"})));
                 out.push(tail);
             }
         }

@@ -72,3 +72,8 @@ pub fn response(status: u16, headers: &[(&str, &str)], content_type: &str, body:
 pub fn sse_head() -> Vec<u8> {
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".to_vec()
 }
+
+/// One server-sent event with a name (Anthropic's stream).
+pub fn sse_event(name: &str, data: serde_json::Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
