@@ -82,11 +82,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = common::runtime(2);
         let smart = runtime.block_on(Server::start(|_, req: &Recorded| {
             let text = last_message(req);
             let positive = text.contains("love") || text.contains("Fine");

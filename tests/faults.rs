@@ -21,6 +21,8 @@ mod common;
 mod bounded;
 #[path = "common/fault_server.rs"]
 mod fault_server;
+#[path = "common/rng.rs"]
+mod rng;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -28,8 +30,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::tmux::Session as Pane;
 use common::{Run, TempProject};
 use fault_server::{Fault, FaultPlan, FaultServer, Policy, Provider, answer};
+use rng::Rng;
 
 /// The key every API backend reads; it must never appear in anything promptdeck writes.
 const KEY: &str = "sk-fault-secret-0123456789";
@@ -101,11 +105,7 @@ struct Tally {
 /// One `promptdeck test` over `cases` cases on every provider's fault server, checked case by
 /// case; returns the tally.
 fn fault_round(cases: u32, seed: u64, limit: Duration) -> Tally {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime(2);
     let servers: Vec<FaultServer> = Provider::ALL
         .iter()
         .enumerate()
@@ -331,25 +331,6 @@ fn test_over_1000_cases_with_injected_faults_loses_nothing() {
 // ---------------------------------------------------------------------------------------------
 // SIGKILL at random moments.
 
-/// splitmix64: a seeded source of kill moments, so a failure can be replayed with its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A moment in `[0, max]`.
-    fn moment(&mut self, max: Duration) -> Duration {
-        let micros = max.as_micros().max(1) as u64;
-        Duration::from_micros(self.next() % (micros + 1))
-    }
-}
-
 /// The seed of the kill moments: `PROMPTDECK_KILL_SEED` to replay a failure, else the clock.
 fn kill_rng(what: &str) -> Rng {
     let seed = std::env::var("PROMPTDECK_KILL_SEED")
@@ -361,7 +342,7 @@ fn kill_rng(what: &str) -> Rng {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
     println!("{what}: kill seed {seed} (replay with PROMPTDECK_KILL_SEED={seed})");
-    Rng(seed)
+    Rng::new(seed)
 }
 
 /// Kills per command: CI's short version adds up to 100; the soak runs 100 of each.
@@ -552,11 +533,7 @@ fn check_after_run_kill(
 }
 
 fn kill_during_matrix(command: &str, n: usize) -> usize {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime(1);
     let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
     let project = kill_project(&server, 60);
     let logs = tempfile::tempdir().expect("logs");
@@ -678,11 +655,7 @@ fn kill_9_during_commit_keeps_every_reported_version() {
 #[test]
 fn kill_9_during_import_is_all_or_nothing() {
     // The file to import: a store with a version, a run and 200 results.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime(1);
     let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
     let source = kill_project(&server, 200);
     let full = run_bounded(
@@ -740,12 +713,6 @@ fn kill_9_during_import_is_all_or_nothing() {
     assert!(killed_count > 0, "no kill landed while the command ran");
 }
 
-/// The workbench in a tmux pane, with the binary as the pane's process (so the pane's PID is
-/// promptdeck's, to SIGKILL).
-struct Pane {
-    name: String,
-}
-
 /// This test's own tmux server (`-L`), kept alive between panes by an idle session: a server
 /// whose last session ends exits, and a new session started meanwhile fails.
 fn tmux_socket() -> String {
@@ -753,9 +720,7 @@ fn tmux_socket() -> String {
 }
 
 fn tmux_command() -> std::process::Command {
-    let mut command = std::process::Command::new("tmux");
-    command.args(["-L", &tmux_socket()]);
-    command
+    common::tmux::command(Some(&tmux_socket()))
 }
 
 struct TmuxServer;
@@ -777,102 +742,34 @@ impl Drop for TmuxServer {
     }
 }
 
-impl Pane {
-    fn start(root: &Path, home: &Path) -> Pane {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let name = format!(
-            "pd-faults-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
-        let shell = format!(
-            "exec env NO_COLOR=1 HOME='{}' '{}'",
-            home.display(),
-            env!("CARGO_BIN_EXE_promptdeck")
-        );
-        let status = tmux_command()
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &name,
-                "-x",
-                "120",
-                "-y",
-                "40",
-                "-c",
-            ])
-            .arg(root)
-            .arg(shell)
-            .status()
-            .expect("tmux is needed for the workbench kill test (apt-get install tmux)");
-        assert!(status.success(), "tmux new-session failed");
-        Pane { name }
-    }
-
-    fn tmux(&self, args: &[&str]) -> String {
-        let out = tmux_command().args(args).output().expect("run tmux");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for key in keys {
-            self.tmux(&["send-keys", "-t", &self.name, key]);
-            std::thread::sleep(Duration::from_millis(60));
-        }
-    }
-
-    fn type_text(&self, text: &str) {
-        self.tmux(&["send-keys", "-t", &self.name, "-l", text]);
-        std::thread::sleep(Duration::from_millis(60));
-    }
-
-    fn screen(&self) -> String {
-        self.tmux(&["capture-pane", "-p", "-t", &self.name])
-    }
-
-    fn pid(&self) -> i32 {
-        self.tmux(&["display-message", "-p", "-t", &self.name, "#{pane_pid}"])
-            .trim()
-            .parse()
-            .expect("the pane's PID")
-    }
-
-    fn wait_for(&self, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let screen = self.screen();
-            if screen.contains(needle) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited {limit:?} for {needle:?}; the screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Pane {
-    fn drop(&mut self) {
-        // The session is gone already when its process was killed.
-        let _ = tmux_command()
-            .args(["kill-session", "-t", &self.name])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
+/// The workbench in a tmux pane, with the binary as the pane's process (so the pane's PID is
+/// promptdeck's, to SIGKILL).
+fn start_pane(root: &Path, home: &Path) -> Pane {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "pd-faults-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let shell = format!(
+        "exec env NO_COLOR=1 HOME='{}' '{}'",
+        home.display(),
+        env!("CARGO_BIN_EXE_promptdeck")
+    );
+    let mut pane = Pane::start(Some(&tmux_socket()), name, root, &shell, (120, 40));
+    pane.poll = Duration::from_millis(20);
+    pane
 }
 
 /// Opens the workbench, inserts `rev N ` before "Say" and presses Ctrl-S.
 fn tui_edit_and_save(project: &TempProject, home: &Path, rev: usize) -> (Pane, Instant) {
-    let pane = Pane::start(project.root(), home);
-    pane.wait_for("Say hello", Duration::from_secs(30));
+    let pane = start_pane(project.root(), home);
+    pane.wait_for(&["Say hello"], Duration::from_secs(30));
     pane.keys(&["Tab", "C-f"]);
     pane.type_text("Say");
     pane.keys(&["Enter"]);
     pane.type_text(&format!("rev {rev} "));
-    pane.wait_for(&format!("rev {rev} Say"), Duration::from_secs(10));
+    pane.wait_for(&[&format!("rev {rev} Say")], Duration::from_secs(10));
     // No pause after this key: the kill moment is measured from it.
     let pressed = Instant::now();
     pane.tmux(&["send-keys", "-t", &pane.name, "C-s"]);
@@ -893,7 +790,7 @@ fn kill_9_during_a_workbench_save_keeps_what_it_reported() {
 
     // A save that is not killed: how long one takes is the window the kills are spread over.
     let (pane, pressed) = tui_edit_and_save(&project, &home, 0);
-    pane.wait_for("saved; committed version", Duration::from_secs(30));
+    pane.wait_for(&["saved; committed version"], Duration::from_secs(30));
     let window = pressed.elapsed().mul_f64(1.5);
     drop(pane);
     assert!(read().contains("rev 0 Say"));
@@ -912,7 +809,7 @@ fn kill_9_during_a_workbench_save_keeps_what_it_reported() {
         std::thread::sleep(delay.saturating_sub(pressed.elapsed()));
         // What the screen said before the kill is what the user was told.
         let screen = pane.screen();
-        let pid = pane.pid();
+        let pid: i32 = pane.display("#{pane_pid}").parse().expect("the pane's PID");
         // SAFETY: signalling the promptdeck process this test started in its tmux pane.
         let sent = unsafe { libc::kill(pid, libc::SIGKILL) };
         killed_count += usize::from(sent == 0);
@@ -1015,11 +912,7 @@ fn assert_nothing_lost(before: &[Value], after: &[Value], context: &str) {
 
 #[test]
 fn full_disk_is_a_clear_error_and_the_store_stays_whole() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime(1);
     let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
     let project = kill_project(&server, 20);
     let root = project.root();
@@ -1201,11 +1094,7 @@ fn read_only_project_is_a_clear_error_and_changes_nothing() {
     if !namespaces_available("read_only_project_is_a_clear_error_and_changes_nothing") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime(1);
     let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
     let project = kill_project(&server, 10);
     let root = project.root();
@@ -1261,11 +1150,7 @@ fn full_disk_never_leaves_half_a_report() {
     if !namespaces_available("full_disk_never_leaves_half_a_report") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime(1);
     let server = runtime.block_on(FaultServer::start(Provider::OpenAi, FaultPlan::healthy()));
     // 200 cases: a JSON report of about 150 KiB, on a 64 KiB tmpfs that already holds the
     // previous (complete) report.

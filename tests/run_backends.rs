@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use common::{Run, TempProject};
-use server::{Recorded, Reply, Server};
+use server::{Recorded, Reply, Server, sse_event};
 
 /// The variable every test backend reads its key from; set only on child commands.
 const KEY_VAR: &str = "PD_RUN_BACKENDS_TEST_KEY";
@@ -33,23 +33,7 @@ const SECRET_PART: &str = "REDACTME";
 
 const SYSTEM: &str = "You answer geography questions in one sentence.";
 const USER: &str = "Which country is Lyon in?";
-const PROMPT: &str = "---
-name: ask
-model:
-  parameters:
-    temperature: 0
-    max_tokens: 64
-inputs:
-  city: {type: string}
-sample:
-  city: Paris
----
-system:
-You answer geography questions in one sentence.
-
-user:
-Which country is {{ city }} in?
-";
+const PROMPT: &str = common::ASK_PROMPT;
 const TESTS: &str = "- description: lyon
   vars:
     city: Lyon
@@ -186,38 +170,37 @@ impl Provider {
                 body
             }
             Provider::Anthropic => {
-                let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-                let mut body = event(
+                let mut body = sse_event(
                     "message_start",
                     json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
                         "role": "assistant", "content": [], "model": "claude-test",
                         "stop_reason": null, "stop_sequence": null,
                         "usage": {"input_tokens": TOKENS_IN, "output_tokens": 1}}}),
                 );
-                body.push_str(&event(
+                body.push_str(&sse_event(
                     "content_block_start",
                     json!({"type": "content_block_start", "index": 0,
                            "content_block": {"type": "text", "text": ""}}),
                 ));
-                body.push_str(&event("ping", json!({"type": "ping"})));
+                body.push_str(&sse_event("ping", json!({"type": "ping"})));
                 for piece in PIECES {
-                    body.push_str(&event(
+                    body.push_str(&sse_event(
                         "content_block_delta",
                         json!({"type": "content_block_delta", "index": 0,
                                "delta": {"type": "text_delta", "text": piece}}),
                     ));
                 }
-                body.push_str(&event(
+                body.push_str(&sse_event(
                     "content_block_stop",
                     json!({"type": "content_block_stop", "index": 0}),
                 ));
-                body.push_str(&event(
+                body.push_str(&sse_event(
                     "message_delta",
                     json!({"type": "message_delta",
                            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
                            "usage": {"output_tokens": TOKENS_OUT}}),
                 ));
-                body.push_str(&event("message_stop", json!({"type": "message_stop"})));
+                body.push_str(&sse_event("message_stop", json!({"type": "message_stop"})));
                 body
             }
             Provider::Gemini => {
@@ -342,11 +325,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(providers: &[Provider]) -> Fixture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = common::runtime(2);
         let mut config = String::from("[defaults]\nbackend = \"local\"\n");
         let mut servers = Vec::new();
         for &provider in providers {
@@ -373,12 +352,7 @@ impl Fixture {
     }
 
     fn server(&self, provider: Provider) -> &Server {
-        &self
-            .servers
-            .iter()
-            .find(|(p, _)| *p == provider)
-            .expect("a server for the provider")
-            .1
+        common::paired(&self.servers, &provider)
     }
 
     /// Runs the binary in the project with `key` (or no key) in `KEY_VAR`.

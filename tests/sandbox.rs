@@ -387,11 +387,7 @@ fn scripted(runtime: &tokio::runtime::Runtime, replies: &[&str]) -> server::Serv
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    common::runtime(1)
 }
 
 #[cfg(unix)]

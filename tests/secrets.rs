@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use common::tmux::Session;
 use common::{Run, TempProject};
-use server::{Recorded, Reply, Server};
+use server::{Recorded, Reply, Server, sse_event};
 
 /// The variable of the backend that names its own (`api_key_env`).
 const CUSTOM_VAR: &str = "PD_SECRETS_CUSTOM_KEY";
@@ -53,23 +54,7 @@ const ANSWER: &str = "Lyon is in France, of course.";
 /// Generous: `tokenize` fetches the embedded model on a machine that has never run it.
 const COMMAND_LIMIT: Duration = Duration::from_secs(300);
 
-const PROMPT: &str = "---
-name: ask
-model:
-  parameters:
-    temperature: 0
-    max_tokens: 64
-inputs:
-  city: {type: string}
-sample:
-  city: Paris
----
-system:
-You answer geography questions in one sentence.
-
-user:
-Which country is {{ city }} in?
-";
+const PROMPT: &str = common::ASK_PROMPT;
 
 /// One case per way a provider can answer; the marker in `city` reaches the server in the body.
 const TESTS: &str = "- description: lyon
@@ -212,28 +197,10 @@ impl Provider {
         if req.body.contains("HOP-307") && !req.target.contains("hop=1") {
             // A redirect within the same server, which is followed (with the key).
             let sep = if req.target.contains('?') { '&' } else { '?' };
-            let location = format!("{}{sep}hop=1", req.target);
-            return Reply::Parts(
-                vec![server::response(
-                    307,
-                    &[("Location", location.as_str())],
-                    "text/plain",
-                    "moved",
-                )],
-                Duration::ZERO,
-            );
+            return redirect(&format!("{}{sep}hop=1", req.target));
         }
         if req.body.contains("REDIRECT-307") {
-            let location = format!("{thief}{}", req.target);
-            return Reply::Parts(
-                vec![server::response(
-                    307,
-                    &[("Location", location.as_str())],
-                    "text/plain",
-                    "moved",
-                )],
-                Duration::ZERO,
-            );
+            return redirect(&format!("{thief}{}", req.target));
         }
         let key = self.key_header(req).unwrap_or_default();
         // What a careless gateway prints about the request: every header, as sent, URL-encoded
@@ -320,38 +287,35 @@ impl Provider {
     /// `text` streamed in the provider's format, with token counts.
     fn stream(self, text: &str) -> String {
         match self.kind() {
-            "anthropic" => {
-                let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-                [
-                    event(
-                        "message_start",
-                        json!({"type": "message_start", "message": {"id": "m", "type": "message",
+            "anthropic" => [
+                sse_event(
+                    "message_start",
+                    json!({"type": "message_start", "message": {"id": "m", "type": "message",
                         "role": "assistant", "content": [], "model": "anthropic-model",
                         "usage": {"input_tokens": 20, "output_tokens": 1}}}),
-                    ),
-                    event(
-                        "content_block_start",
-                        json!({"type": "content_block_start", "index": 0,
+                ),
+                sse_event(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0,
                         "content_block": {"type": "text", "text": ""}}),
-                    ),
-                    event(
-                        "content_block_delta",
-                        json!({"type": "content_block_delta", "index": 0,
+                ),
+                sse_event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
                         "delta": {"type": "text_delta", "text": text}}),
-                    ),
-                    event(
-                        "content_block_stop",
-                        json!({"type": "content_block_stop", "index": 0}),
-                    ),
-                    event(
-                        "message_delta",
-                        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                ),
+                sse_event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ),
+                sse_event(
+                    "message_delta",
+                    json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
                         "usage": {"output_tokens": 8}}),
-                    ),
-                    event("message_stop", json!({"type": "message_stop"})),
-                ]
-                .concat()
-            }
+                ),
+                sse_event("message_stop", json!({"type": "message_stop"})),
+            ]
+            .concat(),
             "gemini" => format!(
                 "data: {}\r\n\r\n",
                 json!({"candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
@@ -382,6 +346,19 @@ impl Provider {
     }
 }
 
+/// A 307 to `location`.
+fn redirect(location: &str) -> Reply {
+    Reply::Parts(
+        vec![server::response(
+            307,
+            &[("Location", location)],
+            "text/plain",
+            "moved",
+        )],
+        Duration::ZERO,
+    )
+}
+
 fn secret(var: &str) -> &'static str {
     SECRETS
         .iter()
@@ -392,25 +369,22 @@ fn secret(var: &str) -> &'static str {
 
 /// RFC 3986 percent-encoding (unreserved characters kept), upper-case hex.
 fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encode(text, |b| format!("%{b:02X}"))
 }
 
 /// The same with lower-case hex, which some encoders write.
 fn percent_lower(text: &str) -> String {
+    percent_encode(text, |b| format!("%{b:02x}"))
+}
+
+/// Percent-encoding with `escape` writing each byte that is not unreserved.
+fn percent_encode(text: &str, escape: impl Fn(u8) -> String) -> String {
     text.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
                 char::from(b).to_string()
             } else {
-                format!("%{b:02x}")
+                escape(b)
             }
         })
         .collect()
@@ -491,11 +465,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = common::runtime(2);
         let mut config = String::from("[defaults]\nbackend = \"remote-openai\"\n");
         let mut servers = Vec::new();
         // Where the `redirected` case points: it answers like a provider, so only what it
@@ -527,12 +497,7 @@ impl Fixture {
     }
 
     fn server(&self, provider: Provider) -> &Server {
-        &self
-            .servers
-            .iter()
-            .find(|(p, _)| *p == provider)
-            .expect("a server")
-            .1
+        common::paired(&self.servers, &provider)
     }
 
     /// A command with every secret in its environment and every log switch on.
@@ -1073,13 +1038,8 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> String {
 /// The workbench in tmux: open, run the selected case on the OpenAI backend, quit. Its screen
 /// and `.promptdeck/tui.log` (searched with the other files) must not show a key.
 fn workbench_runs_without_leaking(f: &mut Fixture) {
-    let available = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        available,
-        "this test drives the workbench in tmux, which is not installed (Debian/Ubuntu: `apt-get install tmux`)"
+    common::tmux::assert_available(
+        "this test drives the workbench in tmux, which is not installed (Debian/Ubuntu: `apt-get install tmux`)",
     );
     let name = format!("pd-secrets-{}", std::process::id());
     let mut shell = String::from("NO_COLOR=1 RUST_LOG=trace ");
@@ -1092,73 +1052,18 @@ fn workbench_runs_without_leaking(f: &mut Fixture) {
     ));
     let before = f.server(Provider::OpenAi).count();
     f.note(&[]);
-    let status = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &name,
-            "-x",
-            "120",
-            "-y",
-            "40",
-            "-c",
-        ])
-        .arg(f.project.root())
-        .arg(shell)
-        .status()
-        .expect("tmux new-session");
-    assert!(status.success());
-    let session = TmuxSession(name.clone());
-    let screen = |s: &TmuxSession| {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &s.0])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let wait_for = |s: &TmuxSession, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = screen(s);
-            if text.contains(needle) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited for {needle:?}; the screen:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    let keys = |s: &TmuxSession, key: &str| {
-        let ok = Command::new("tmux")
-            .args(["send-keys", "-t", &s.0, key])
-            .status()
-            .is_ok_and(|st| st.success());
-        assert!(ok, "tmux send-keys {key}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    wait_for(&session, "Which country is Lyon in?");
-    keys(&session, "C-r");
-    let ran = wait_for(&session, "run done");
+    let mut session = Session::start(None, name, f.project.root(), &shell, (120, 40));
+    session.key_pause = Duration::from_millis(100);
+    let limit = Duration::from_secs(30);
+    session.wait_for(&["Which country is Lyon in?"], limit);
+    session.keys(&["C-r"]);
+    let ran = session.wait_for(&["run done"], limit);
     f.keep_text("the workbench's screen after a run", ran);
-    keys(&session, "C-q");
-    let closed = wait_for(&session, "EXITED");
+    session.keys(&["C-q"]);
+    let closed = session.wait_for(&["EXITED"], limit);
     f.keep_text("the terminal after the workbench", closed);
     assert!(
         f.server(Provider::OpenAi).count() > before,
         "the workbench's run reached the server"
     );
-}
-
-/// A tmux session, killed on drop.
-struct TmuxSession(String);
-
-impl Drop for TmuxSession {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
-    }
 }

@@ -73,11 +73,7 @@ impl Fixture {
     /// A project whose `api` backend is a server answering `replies` in order; with
     /// `judge_replies`, a second server is the `grader` backend and `[defaults] judge`.
     fn new(replies: &[&str], judge_replies: Option<&[&str]>, extra_config: &str) -> Fixture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = common::runtime(2);
         let owned = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let model = runtime.block_on(scripted(owned(replies)));
         let judge = judge_replies.map(|r| runtime.block_on(scripted(owned(r))));

@@ -111,11 +111,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = common::runtime(2);
         let answers = Arc::new(Answers::default());
         answers.set("capital of France", "Paris.");
         answers.set("2+2", "4");

@@ -13,29 +13,14 @@ mod common;
 mod server;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
 use common::TempProject;
+use common::tmux::Session;
 
-const PROMPT: &str = "---
-name: ask
-model:
-  parameters:
-    temperature: 0
-    max_tokens: 64
-inputs:
-  city: {type: string}
-sample:
-  city: Paris
----
-system:
-You answer geography questions in one sentence.
-user:
-Which country is {{ city }} in?
-";
+const PROMPT: &str = common::ASK_PROMPT;
 const TESTS: &str = "- description: lyon
   vars:
     city: Lyon
@@ -51,113 +36,39 @@ const OTHER: &str = "---\nname: other\n---\nuser:\nSay hello to {{ name | defaul
 const PIECES: [&str; 4] = ["Lyon is ", "in Fr", "ance", ", of course."];
 
 fn tmux_available() {
-    let ok = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
+    common::tmux::assert_available(
         "the TUI end-to-end tests drive the binary in tmux, which is not installed: \
-         install it (Debian/Ubuntu: `apt-get install tmux`, macOS: `brew install tmux`) and rerun"
+         install it (Debian/Ubuntu: `apt-get install tmux`, macOS: `brew install tmux`) and rerun",
     );
 }
 
-/// A tmux session running promptdeck in a project, killed on drop.
-struct Session {
-    name: String,
+/// A tmux session running promptdeck in a project, with `env` set, killed on drop.
+fn start_session(root: &Path, env: &[(&str, &str)], width: u16, height: u16) -> Session {
+    let name = format!("pd-tui-{}-{}", std::process::id(), rand_suffix());
+    let mut shell = String::new();
+    for (k, v) in env {
+        shell.push_str(&format!("{k}='{v}' "));
+    }
+    // The pane outlives the binary so the test can read what it left on the screen.
+    shell.push_str(&format!(
+        "'{}'; echo \"EXITED $?\"; sleep 600",
+        env!("CARGO_BIN_EXE_promptdeck")
+    ));
+    Session::start(None, name, root, &shell, (width, height))
 }
 
-impl Session {
-    fn start(root: &Path, env: &[(&str, &str)], width: u16, height: u16) -> Session {
-        let name = format!("pd-tui-{}-{}", std::process::id(), rand_suffix());
-        let mut shell = String::new();
-        for (k, v) in env {
-            shell.push_str(&format!("{k}='{v}' "));
-        }
-        // The pane outlives the binary so the test can read what it left on the screen.
-        shell.push_str(&format!(
-            "'{}'; echo \"EXITED $?\"; sleep 600",
-            env!("CARGO_BIN_EXE_promptdeck")
-        ));
-        let status = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &name,
-                "-x",
-                &width.to_string(),
-                "-y",
-            ])
-            .arg(height.to_string())
-            .arg("-c")
-            .arg(root)
-            .arg(shell)
-            .status()
-            .expect("run tmux");
-        assert!(status.success(), "tmux new-session failed");
-        Session { name }
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for key in keys {
-            let status = Command::new("tmux")
-                .args(["send-keys", "-t", &self.name, key])
-                .status()
-                .expect("tmux send-keys");
-            assert!(status.success());
-            // Separate presses: an Esc followed at once by a key reads as Alt+key.
-            std::thread::sleep(Duration::from_millis(60));
-        }
-    }
-
-    fn type_text(&self, text: &str) {
-        let status = Command::new("tmux")
-            .args(["send-keys", "-t", &self.name, "-l", text])
-            .status()
-            .expect("tmux send-keys");
-        assert!(status.success());
-        std::thread::sleep(Duration::from_millis(60));
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.name])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn alternate_screen(&self) -> bool {
-        let out = Command::new("tmux")
-            .args(["display-message", "-p", "-t", &self.name, "#{alternate_on}"])
-            .output()
-            .expect("tmux display-message");
-        String::from_utf8_lossy(&out.stdout).trim() == "1"
-    }
-
-    /// Waits until every needle is on the screen; panics with the screen otherwise.
-    fn wait_for(&self, needles: &[&str], limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let screen = self.screen();
-            if needles.iter().all(|n| screen.contains(n)) {
-                return screen;
-            }
-            if Instant::now() > deadline {
-                panic!("waited {limit:?} for {needles:?}; the screen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+/// The workbench at 120x40 in `project`, with `HOME` a fresh folder in it and `env` set too.
+fn start_at_home(project: &TempProject, env: &[(&str, &str)]) -> Session {
+    let home = project.root().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let home = home.to_string_lossy().into_owned();
+    let mut all = vec![("NO_COLOR", "1"), ("HOME", home.as_str())];
+    all.extend_from_slice(env);
+    start_session(project.root(), &all, 120, 40)
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
-    }
+fn alternate_screen(tui: &Session) -> bool {
+    tui.display("#{alternate_on}") == "1"
 }
 
 fn rand_suffix() -> u128 {
@@ -187,11 +98,7 @@ fn openai_stream() -> String {
 #[test]
 fn tui_edits_saves_runs_diffs_and_browses_history() {
     tmux_available();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime(1);
     // Pieces 40 ms apart, so the answer visibly streams.
     let server = runtime.block_on(server::Server::start(|_, _| {
         server::Reply::Parts(
@@ -219,15 +126,7 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
         std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     let editor = editor.to_string_lossy().into_owned();
-    let home = project.root().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let home = home.to_string_lossy().into_owned();
-    let tui = Session::start(
-        project.root(),
-        &[("NO_COLOR", "1"), ("HOME", &home), ("EDITOR", &editor)],
-        120,
-        40,
-    );
+    let tui = start_at_home(&project, &[("EDITOR", &editor)]);
     let limit = Duration::from_secs(20);
 
     // Open: the first prompt with its first case rendered.
@@ -241,7 +140,7 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
         limit,
     );
     assert!(
-        tui.alternate_screen(),
+        alternate_screen(&tui),
         "the TUI draws on the alternate screen"
     );
 
@@ -277,7 +176,7 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
         &["reloaded the file after $EDITOR", "{# edited outside #}"],
         limit,
     );
-    assert!(tui.alternate_screen(), "back on the alternate screen");
+    assert!(alternate_screen(&tui), "back on the alternate screen");
 
     // Run: the answer streams in, then the assertions with their reasons.
     tui.keys(&["C-r"]);
@@ -325,7 +224,7 @@ fn tui_edits_saves_runs_diffs_and_browses_history() {
     tui.wait_for(&["There are unsaved changes"], limit);
     tui.keys(&["y"]);
     tui.wait_for(&["EXITED 0"], limit);
-    assert!(!tui.alternate_screen(), "the alternate screen was left");
+    assert!(!alternate_screen(&tui), "the alternate screen was left");
     let screen = tui.screen();
     assert!(
         !screen.contains("Prompts"),
@@ -354,7 +253,7 @@ fn tui_runs_the_local_model() {
         "prompts/capital.tests.yaml",
         "- description: paris\n  assert:\n    - type: icontains\n      value: paris\n",
     );
-    let tui = Session::start(project.root(), &[("NO_COLOR", "1")], 100, 30);
+    let tui = start_session(project.root(), &[("NO_COLOR", "1")], 100, 30);
     tui.wait_for(
         &["prompts/capital.prompty", "capital of France", "tokens, "],
         Duration::from_secs(20),
@@ -366,7 +265,7 @@ fn tui_runs_the_local_model() {
     assert!(screen.contains("✓ icontains"), "{screen}");
     tui.keys(&["C-q"]);
     tui.wait_for(&["EXITED 0"], Duration::from_secs(20));
-    assert!(!tui.alternate_screen());
+    assert!(!alternate_screen(&tui));
 }
 
 /// An OpenAI stream carrying `text` in one piece.
@@ -388,11 +287,7 @@ fn openai_text(text: &str) -> String {
 #[test]
 fn tui_runs_a_react_prompt_and_shows_its_trace() {
     tmux_available();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime(1);
     let server = runtime.block_on(server::Server::start(|index, _| {
         let text = if index == 0 {
             "Thought: multiply.\nAction: calculator[6*7]"
@@ -416,15 +311,7 @@ fn tui_runs_a_react_prompt_and_shows_its_trace() {
         "prompts/agent.tests.yaml",
         "- description: product\n  assert:\n    - {type: equals, value: '42'}\n",
     );
-    let home = project.root().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let home = home.to_string_lossy().into_owned();
-    let tui = Session::start(
-        project.root(),
-        &[("NO_COLOR", "1"), ("HOME", &home)],
-        120,
-        40,
-    );
+    let tui = start_at_home(&project, &[]);
     let limit = Duration::from_secs(20);
     tui.wait_for(&["prompts/agent.prompty", "product"], limit);
     tui.keys(&["C-r"]);
@@ -439,11 +326,7 @@ fn tui_runs_a_react_prompt_and_shows_its_trace() {
 #[test]
 fn tui_models_view_runs_the_missing_backends_and_charts_them() {
     tmux_available();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = common::runtime(1);
     let server = runtime.block_on(server::Server::start(|_, request| {
         // `fake` knows the answer; `other` (another model on the same server) does not.
         let text = if request.body.contains("gpt-other") {
@@ -467,15 +350,7 @@ fn tui_models_view_runs_the_missing_backends_and_charts_them() {
     ));
     project.write("prompts/ask.prompty", PROMPT);
     project.write("prompts/ask.tests.yaml", TESTS);
-    let home = project.root().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let home = home.to_string_lossy().into_owned();
-    let tui = Session::start(
-        project.root(),
-        &[("NO_COLOR", "1"), ("HOME", &home)],
-        120,
-        40,
-    );
+    let tui = start_at_home(&project, &[]);
     let limit = Duration::from_secs(20);
     tui.wait_for(&["prompts/ask.prompty", "lyon"], limit);
 

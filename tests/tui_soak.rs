@@ -11,6 +11,9 @@
 //! events before it; rerun with `PROMPTDECK_SOAK_SEED=<seed>`. Longer runs:
 //! `PROMPTDECK_SOAK_EVENTS=2000000 PROMPTDECK_SOAK_SEEDS=8 cargo test --release --test tui_soak`.
 
+#[path = "common/rng.rs"]
+mod rng;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -24,28 +27,7 @@ use promptdeck::tui::app::{
 };
 use promptdeck::tui::keymap::{Action, Key, KeyChord, Keymap};
 use promptdeck::tui::theme::{self, Theme};
-
-/// SplitMix64: tiny, seedable and identical on every platform, so a seed reproduces a failure.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
+use rng::Rng;
 
 /// Buffer size (prompt and tests lines together) past which the soak restarts the app.
 const MAX_LINES: usize = 1_000;
@@ -422,7 +404,7 @@ fn soak(
     draw_every: u64,
     trail: &mut VecDeque<String>,
 ) -> (u64, BTreeSet<String>) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let themes: Vec<(String, Theme)> = theme::SHIPPED
         .iter()
         .map(|(n, _)| {

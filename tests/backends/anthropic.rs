@@ -3,12 +3,8 @@ use std::time::Duration;
 use promptdeck::backend::{BackendError, FinishReason, Kind, build, complete};
 use serde_json::{Value, json};
 
-use crate::server::{Reply, Server, json, sse, sse_head};
+use crate::server::{Reply, Server, json, sse, sse_event as event, sse_head};
 use crate::{config, request, set_key};
-
-fn event(name: &str, data: Value) -> String {
-    format!("event: {name}\ndata: {data}\n\n")
-}
 
 fn stream_events(stop: bool) -> Vec<String> {
     let mut v = vec![

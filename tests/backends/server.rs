@@ -7,8 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "../common/loopback.rs"]
+mod loopback;
+
+pub use loopback::{response, sse_head};
+// Not every test that includes this server streams Anthropic's events.
+#[allow(unused_imports)]
+pub use loopback::sse_event;
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -95,19 +103,7 @@ impl Server {
 }
 
 async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        let n = socket.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let (head, body) = loopback::read_request(socket).await?;
     let mut lines = head.split("\r\n");
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_string();
@@ -116,19 +112,6 @@ async fn read_request(socket: &mut TcpStream) -> Option<Recorded> {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = socket.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&tmp[..n]);
-    }
     Some(Recorded {
         method,
         target,
@@ -148,18 +131,7 @@ async fn serve(mut socket: TcpStream, handler: Arc<Handler>, reqs: Arc<Mutex<Vec
     };
     let _ = socket.set_nodelay(true);
     match handler(index, &req) {
-        Reply::Parts(parts, gap) => {
-            for (i, part) in parts.iter().enumerate() {
-                if i > 0 && !gap.is_zero() {
-                    tokio::time::sleep(gap).await;
-                }
-                if socket.write_all(part).await.is_err() {
-                    return;
-                }
-                let _ = socket.flush().await;
-            }
-            let _ = socket.shutdown().await;
-        }
+        Reply::Parts(parts, gap) => loopback::write_parts(&mut socket, &parts, gap).await,
         Reply::Stall(parts) => {
             for part in parts {
                 let _ = socket.write_all(&part).await;
@@ -177,20 +149,6 @@ async fn serve(mut socket: TcpStream, handler: Arc<Handler>, reqs: Arc<Mutex<Vec
     }
 }
 
-/// A complete response with a body and `Content-Length`.
-pub fn response(status: u16, headers: &[(&str, &str)], content_type: &str, body: &str) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        out.push_str(&format!("{n}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out.into_bytes()
-}
-
 pub fn json(status: u16, headers: &[(&str, &str)], body: &Value) -> Reply {
     Reply::Parts(
         vec![response(
@@ -201,11 +159,6 @@ pub fn json(status: u16, headers: &[(&str, &str)], body: &Value) -> Reply {
         )],
         Duration::ZERO,
     )
-}
-
-/// The head of an event-stream response whose body ends when the connection closes.
-pub fn sse_head() -> Vec<u8> {
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".to_vec()
 }
 
 /// Splits `body` into TCP writes at awkward places: every `step` bytes, so boundaries fall

@@ -20,6 +20,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "loopback.rs"]
+mod loopback;
+
+use loopback::{response, sse_event, sse_head, write_parts};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Provider {
     OpenAi,
@@ -336,33 +341,8 @@ fn case_of(body: &[u8]) -> Option<u32> {
 
 /// Reads one request: its head (lower-cased) and its body.
 async fn read_request(socket: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 8192];
-    let head_end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        let n = socket.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = socket.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&tmp[..n]);
-    }
-    Some((head, body))
+    let (head, body) = loopback::read_request(socket).await?;
+    Some((head.to_ascii_lowercase(), body))
 }
 
 /// The credential a request carried, whichever provider header holds it.
@@ -407,40 +387,40 @@ async fn serve(
         Fault::Ok => {
             let mut parts = vec![sse_head()];
             parts.extend(events(provider, &pieces, true));
-            write_parts(&mut socket, parts, Duration::ZERO).await;
+            write_parts(&mut socket, &parts, Duration::ZERO).await;
         }
         Fault::Slow => {
             let mut parts = vec![sse_head()];
             parts.extend(events(provider, &pieces, true));
-            write_parts(&mut socket, parts, Duration::from_millis(150)).await;
+            write_parts(&mut socket, &parts, Duration::from_millis(150)).await;
         }
         Fault::RateLimitRetryAfter => {
             let r = error_response(provider, 429, &[("Retry-After", "1")], "");
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::RateLimitNoHint => {
             let r = error_response(provider, 429, &[], "");
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::RateLimitTooLong => {
             let r = error_response(provider, 429, &[("Retry-After", "3600")], "");
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::Status500 => {
             // Like a gateway that echoes request headers in its error page: the client must
             // not pass the key on to reports, the store or the terminal.
             let echo = format!("request headers: {}", credential(&head));
             let r = error_response(provider, 500, &[], &echo);
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::Status503 => {
             let r = error_response(provider, 503, &[], "");
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::Status502 => {
             let page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
             let r = response(502, &[], "text/html", page);
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
         Fault::Reset => {
             let _ = socket.set_zero_linger();
@@ -479,34 +459,21 @@ async fn serve(
         Fault::TruncatedSse => {
             let mut parts = vec![sse_head()];
             parts.extend(events(provider, &pieces[..1], false));
-            write_parts(&mut socket, parts, Duration::ZERO).await;
+            write_parts(&mut socket, &parts, Duration::ZERO).await;
         }
         Fault::MalformedJson => {
             let parts = vec![
                 sse_head(),
                 b"data: {\"choices\": [{\"delta\": {\"content\": \"ok\n\n".to_vec(),
             ];
-            write_parts(&mut socket, parts, Duration::ZERO).await;
+            write_parts(&mut socket, &parts, Duration::ZERO).await;
         }
         Fault::WrongContentType => {
             let page = "<html><body>Please sign in to continue</body></html>";
             let r = response(200, &[], "text/html; charset=utf-8", page);
-            write_parts(&mut socket, vec![r], Duration::ZERO).await;
+            write_parts(&mut socket, &[r], Duration::ZERO).await;
         }
     }
-}
-
-async fn write_parts(socket: &mut TcpStream, parts: Vec<Vec<u8>>, gap: Duration) {
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 && !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        }
-        if socket.write_all(part).await.is_err() {
-            return;
-        }
-        let _ = socket.flush().await;
-    }
-    let _ = socket.shutdown().await;
 }
 
 /// Holds the connection open and silent until the client gives up on it.
@@ -517,23 +484,6 @@ async fn wait_for_close(socket: &mut TcpStream) {
             return;
         }
     }
-}
-
-fn response(status: u16, headers: &[(&str, &str)], content_type: &str, body: &str) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        out.push_str(&format!("{n}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out.into_bytes()
-}
-
-fn sse_head() -> Vec<u8> {
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".to_vec()
 }
 
 /// The provider's own error body for a status.
@@ -596,39 +546,38 @@ fn events(provider: Provider, pieces: &[&str], end: bool) -> Vec<Vec<u8>> {
             }
         }
         Provider::Anthropic => {
-            let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-            let mut start = event(
+            let mut start = sse_event(
                 "message_start",
                 json!({"type": "message_start", "message": {"id": "msg_f", "type": "message",
                     "role": "assistant", "content": [], "model": "claude-f",
                     "stop_reason": null, "stop_sequence": null,
                     "usage": {"input_tokens": 7, "output_tokens": 1}}}),
             );
-            start.push_str(&event(
+            start.push_str(&sse_event(
                 "content_block_start",
                 json!({"type": "content_block_start", "index": 0,
                        "content_block": {"type": "text", "text": ""}}),
             ));
             out.push(start);
             for p in pieces {
-                out.push(event(
+                out.push(sse_event(
                     "content_block_delta",
                     json!({"type": "content_block_delta", "index": 0,
                            "delta": {"type": "text_delta", "text": p}}),
                 ));
             }
             if end {
-                let mut tail = event(
+                let mut tail = sse_event(
                     "content_block_stop",
                     json!({"type": "content_block_stop", "index": 0}),
                 );
-                tail.push_str(&event(
+                tail.push_str(&sse_event(
                     "message_delta",
                     json!({"type": "message_delta",
                            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
                            "usage": {"output_tokens": 3}}),
                 ));
-                tail.push_str(&event("message_stop", json!({"type": "message_stop"})));
+                tail.push_str(&sse_event("message_stop", json!({"type": "message_stop"})));
                 out.push(tail);
             }
         }

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod tmux;
+
 pub struct TempProject {
     pub dir: tempfile::TempDir,
 }
@@ -76,4 +78,41 @@ impl From<Output> for Run {
 /// The repository root, which is itself a promptdeck project holding the shipped library.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A multi-threaded tokio runtime for the loopback servers a test starts.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The geography prompt that the backend tests run (`ask`, one `city` input).
+pub const ASK_PROMPT: &str = "---
+name: ask
+model:
+  parameters:
+    temperature: 0
+    max_tokens: 64
+inputs:
+  city: {type: string}
+sample:
+  city: Paris
+---
+system:
+You answer geography questions in one sentence.
+
+user:
+Which country is {{ city }} in?
+";
+
+/// The value paired with `key` (a provider's server, ...); panics when there is none.
+pub fn paired<'a, K: PartialEq, V>(pairs: &'a [(K, V)], key: &K) -> &'a V {
+    &pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .expect("a value paired with the key")
+        .1
 }

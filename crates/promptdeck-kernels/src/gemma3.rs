@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use crate::llama::{
-    FA_TILE_Q, LlamaState, RopeCache, attend_one, attend_tiled, check_dims, required, rms_norm,
-    vector,
+    BlockMatrices, FA_TILE_Q, LlamaState, RopeCache, attend_one, attend_tiled, check_dims,
+    required, rms_norm, vector,
 };
 use crate::matmul::{self, Acts, Job, Matrix};
 use crate::quant::{self, WeightKind};
@@ -100,18 +100,12 @@ fn matrix(t: WeightData, name: &str, cols: usize, rows: usize) -> Result<Matrix,
 #[derive(Debug)]
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: Matrix,
-    wk: Matrix,
-    wv: Matrix,
     q_norm: Vec<f32>,
     k_norm: Vec<f32>,
-    wo: Matrix,
     post_attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
-    gate: Matrix,
-    up: Matrix,
-    down: Matrix,
     post_ffw_norm: Vec<f32>,
+    mats: BlockMatrices,
 }
 
 /// A loaded gemma3 model.
@@ -141,18 +135,7 @@ impl Gemma3Model {
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let mut m = |name: &str, cols: usize, rows: usize| -> Result<Matrix, KernelError> {
-                let full = format!("blk.{i}.{name}.weight");
-                let t = required(src, &full)?;
-                matrix(t, &full, cols, rows)
-            };
-            let wq = m("attn_q", e, qw)?;
-            let wk = m("attn_k", e, kvw)?;
-            let wv = m("attn_v", e, kvw)?;
-            let wo = m("attn_output", qw, e)?;
-            let gate = m("ffn_gate", e, ff)?;
-            let up = m("ffn_up", e, ff)?;
-            let down = m("ffn_down", ff, e)?;
+            let mats = BlockMatrices::load(src, i, (e, qw, kvw, ff), matrix)?;
             let mut vec = |name: &str, n: usize| vector(src, &format!("blk.{i}.{name}.weight"), n);
             layers.push(Layer {
                 attn_norm: vec("attn_norm", e)?,
@@ -161,13 +144,7 @@ impl Gemma3Model {
                 post_attn_norm: vec("post_attention_norm", e)?,
                 ffn_norm: vec("ffn_norm", e)?,
                 post_ffw_norm: vec("post_ffw_norm", e)?,
-                wq,
-                wk,
-                wv,
-                wo,
-                gate,
-                up,
-                down,
+                mats,
             });
         }
         let output_norm = vector(src, "output_norm.weight", e)?;
@@ -186,28 +163,18 @@ impl Gemma3Model {
 
     /// Bytes of weights held in memory.
     pub fn weight_bytes(&self) -> usize {
-        let l: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
-                    .iter()
-                    .map(|m| m.size())
-                    .sum::<usize>()
-            })
-            .sum();
+        let l: usize = self.layers.iter().map(|l| l.mats.size()).sum();
         l + self.embd.as_ref().map_or(0, Matrix::size) + self.output.size()
     }
 
     /// A fresh f16 KV cache for up to `cfg.max_positions` positions.
     pub fn new_state(&self) -> LlamaState {
         let c = &self.cfg;
-        let per_layer = c.n_head_kv * c.max_positions * c.head_dim;
-        LlamaState {
-            k: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
-            v: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
-            cap: c.max_positions,
-        }
+        LlamaState::zeroed(
+            c.n_layer,
+            c.n_head_kv * c.max_positions * c.head_dim,
+            c.max_positions,
+        )
     }
 
     /// Runs `tokens` at positions `pos..pos + tokens.len()` and returns the last token's logits.
@@ -275,22 +242,26 @@ impl Gemma3Model {
             let acts = ActsCache::new(
                 &cur,
                 e,
-                &[layer.wq.kind(), layer.wk.kind(), layer.wv.kind()],
+                &[
+                    layer.mats.wq.kind(),
+                    layer.mats.wk.kind(),
+                    layer.mats.wv.kind(),
+                ],
             );
             matmul::run(&mut [
                 Job {
-                    w: &layer.wq,
-                    x: acts.get(layer.wq.kind()),
+                    w: &layer.mats.wq,
+                    x: acts.get(layer.mats.wq.kind()),
                     out: &mut q,
                 },
                 Job {
-                    w: &layer.wk,
-                    x: acts.get(layer.wk.kind()),
+                    w: &layer.mats.wk,
+                    x: acts.get(layer.mats.wk.kind()),
                     out: &mut k,
                 },
                 Job {
-                    w: &layer.wv,
-                    x: acts.get(layer.wv.kind()),
+                    w: &layer.mats.wv,
+                    x: acts.get(layer.mats.wv.kind()),
                     out: &mut v,
                 },
             ]);
@@ -318,9 +289,9 @@ impl Gemma3Model {
             let window = if swa { c.sliding_window } else { 0 };
             attention(c, &qn, kc, vc, state.cap, pos, n, window, &mut attn);
             trace(&format!("kqv_out-{li}"), &attn);
-            let acts = Acts::quantize(layer.wo.kind(), &attn, qw);
+            let acts = Acts::quantize(layer.mats.wo.kind(), &attn, qw);
             matmul::run(&mut [Job {
-                w: &layer.wo,
+                w: &layer.mats.wo,
                 x: &acts,
                 out: &mut proj,
             }]);
@@ -337,23 +308,23 @@ impl Gemma3Model {
             }
             trace(&format!("sa_out-{li}"), &x);
             let cur = rms_norm(&x, e, c.rms_eps, &layer.ffn_norm);
-            let acts = ActsCache::new(&cur, e, &[layer.gate.kind(), layer.up.kind()]);
+            let acts = ActsCache::new(&cur, e, &[layer.mats.gate.kind(), layer.mats.up.kind()]);
             matmul::run(&mut [
                 Job {
-                    w: &layer.gate,
-                    x: acts.get(layer.gate.kind()),
+                    w: &layer.mats.gate,
+                    x: acts.get(layer.mats.gate.kind()),
                     out: &mut gate,
                 },
                 Job {
-                    w: &layer.up,
-                    x: acts.get(layer.up.kind()),
+                    w: &layer.mats.up,
+                    x: acts.get(layer.mats.up.kind()),
                     out: &mut up,
                 },
             ]);
             geglu(&mut gate, &up);
-            let acts = Acts::quantize(layer.down.kind(), &gate, c.n_ff);
+            let acts = Acts::quantize(layer.mats.down.kind(), &gate, c.n_ff);
             matmul::run(&mut [Job {
-                w: &layer.down,
+                w: &layer.mats.down,
                 x: &acts,
                 out: &mut proj,
             }]);

@@ -142,17 +142,60 @@ pub(crate) fn vector(
         .collect())
 }
 
+/// The seven matrices of a transformer block: attention and feed-forward.
+#[derive(Debug)]
+pub(crate) struct BlockMatrices {
+    pub(crate) wq: Matrix,
+    pub(crate) wk: Matrix,
+    pub(crate) wv: Matrix,
+    pub(crate) wo: Matrix,
+    pub(crate) gate: Matrix,
+    pub(crate) up: Matrix,
+    pub(crate) down: Matrix,
+}
+
+impl BlockMatrices {
+    /// Loads block `i`'s matrices (`blk.{i}.attn_q.weight`, ...) for embedding width `e`,
+    /// `q` query and `kv` key/value outputs and `ff` feed-forward units, each checked and
+    /// packed by `matrix`.
+    pub(crate) fn load(
+        src: &mut dyn TensorSource,
+        i: usize,
+        (e, q, kv, ff): (usize, usize, usize, usize),
+        matrix: fn(WeightData, &str, usize, usize) -> Result<Matrix, KernelError>,
+    ) -> Result<Self, KernelError> {
+        let mut m = |name: &str, cols: usize, rows: usize| -> Result<Matrix, KernelError> {
+            let full = format!("blk.{i}.{name}.weight");
+            let t = required(src, &full)?;
+            matrix(t, &full, cols, rows)
+        };
+        Ok(Self {
+            wq: m("attn_q", e, q)?,
+            wk: m("attn_k", e, kv)?,
+            wv: m("attn_v", e, kv)?,
+            wo: m("attn_output", q, e)?,
+            gate: m("ffn_gate", e, ff)?,
+            up: m("ffn_up", e, ff)?,
+            down: m("ffn_down", ff, e)?,
+        })
+    }
+
+    /// Bytes of the seven matrices.
+    pub(crate) fn size(&self) -> usize {
+        [
+            &self.wq, &self.wk, &self.wv, &self.wo, &self.gate, &self.up, &self.down,
+        ]
+        .iter()
+        .map(|m| m.size())
+        .sum()
+    }
+}
+
 #[derive(Debug)]
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: Matrix,
-    wk: Matrix,
-    wv: Matrix,
-    wo: Matrix,
     ffn_norm: Vec<f32>,
-    gate: Matrix,
-    up: Matrix,
-    down: Matrix,
+    mats: BlockMatrices,
 }
 
 /// A loaded llama model: packed weights and the embedding table as stored.
@@ -176,6 +219,17 @@ pub struct LlamaState {
     pub(crate) cap: usize,
 }
 
+impl LlamaState {
+    /// An empty cache: `n_layer` layers of `per_layer` zeroed values, for `cap` positions.
+    pub(crate) fn zeroed(n_layer: usize, per_layer: usize, cap: usize) -> Self {
+        LlamaState {
+            k: (0..n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
+            v: (0..n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
+            cap,
+        }
+    }
+}
+
 impl LlamaModel {
     /// Builds the model from its tensors (GGUF names). Matrices must be Q4_1 or Q8_0.
     pub fn load(cfg: LlamaConfig, src: &mut dyn TensorSource) -> Result<Self, KernelError> {
@@ -193,30 +247,13 @@ impl LlamaModel {
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let mut m = |name: &str, cols: usize, rows: usize| -> Result<Matrix, KernelError> {
-                let full = format!("blk.{i}.{name}.weight");
-                let t = required(src, &full)?;
-                matrix(t, &full, cols, rows)
-            };
-            let wq = m("attn_q", e, e)?;
-            let wk = m("attn_k", e, kv)?;
-            let wv = m("attn_v", e, kv)?;
-            let wo = m("attn_output", e, e)?;
-            let gate = m("ffn_gate", e, ff)?;
-            let up = m("ffn_up", e, ff)?;
-            let down = m("ffn_down", ff, e)?;
+            let mats = BlockMatrices::load(src, i, (e, e, kv, ff), matrix)?;
             let attn_norm = vector(src, &format!("blk.{i}.attn_norm.weight"), e)?;
             let ffn_norm = vector(src, &format!("blk.{i}.ffn_norm.weight"), e)?;
             layers.push(Layer {
                 attn_norm,
-                wq,
-                wk,
-                wv,
-                wo,
                 ffn_norm,
-                gate,
-                up,
-                down,
+                mats,
             });
         }
         let output_norm = vector(src, "output_norm.weight", e)?;
@@ -244,31 +281,18 @@ impl LlamaModel {
 
     /// Bytes of weights held in memory.
     pub fn weight_bytes(&self) -> usize {
-        let l: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.wq.size()
-                    + l.wk.size()
-                    + l.wv.size()
-                    + l.wo.size()
-                    + l.gate.size()
-                    + l.up.size()
-                    + l.down.size()
-            })
-            .sum();
+        let l: usize = self.layers.iter().map(|l| l.mats.size()).sum();
         l + self.embd.len() + self.output.size()
     }
 
     /// A fresh KV cache for up to `cfg.max_positions` positions.
     pub fn new_state(&self) -> LlamaState {
         let c = &self.cfg;
-        let per_layer = c.n_head_kv * c.max_positions * c.head_dim();
-        LlamaState {
-            k: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
-            v: (0..c.n_layer).map(|_| vec![0.0f32; per_layer]).collect(),
-            cap: c.max_positions,
-        }
+        LlamaState::zeroed(
+            c.n_layer,
+            c.n_head_kv * c.max_positions * c.head_dim(),
+            c.max_positions,
+        )
     }
 
     /// Runs `tokens` at positions `pos..pos + tokens.len()` (the cache must hold everything
@@ -355,26 +379,26 @@ impl LlamaModel {
         for (li, layer) in self.layers.iter().enumerate() {
             let cur = rms_norm(&x, e, c.rms_eps, &layer.attn_norm);
             trace(&format!("attn_norm-{li}"), &cur);
-            let acts = Acts::quantize(layer.wq.kind(), &cur, e);
-            let acts_kv = if layer.wk.kind() == layer.wq.kind() {
+            let acts = Acts::quantize(layer.mats.wq.kind(), &cur, e);
+            let acts_kv = if layer.mats.wk.kind() == layer.mats.wq.kind() {
                 None
             } else {
-                Some(Acts::quantize(layer.wk.kind(), &cur, e))
+                Some(Acts::quantize(layer.mats.wk.kind(), &cur, e))
             };
             let akv = acts_kv.as_ref().unwrap_or(&acts);
             matmul::run(&mut [
                 Job {
-                    w: &layer.wq,
+                    w: &layer.mats.wq,
                     x: &acts,
                     out: &mut q,
                 },
                 Job {
-                    w: &layer.wk,
+                    w: &layer.mats.wk,
                     x: akv,
                     out: &mut k,
                 },
                 Job {
-                    w: &layer.wv,
+                    w: &layer.mats.wv,
                     x: akv,
                     out: &mut v,
                 },
@@ -399,9 +423,9 @@ impl LlamaModel {
             }
             attention(c, &q, kc, vc, state.cap, pos, n, kernel, &mut attn);
             trace(&format!("kqv_out-{li}"), &attn);
-            let acts = Acts::quantize(layer.wo.kind(), &attn, e);
+            let acts = Acts::quantize(layer.mats.wo.kind(), &attn, e);
             matmul::run(&mut [Job {
-                w: &layer.wo,
+                w: &layer.mats.wo,
                 x: &acts,
                 out: &mut proj,
             }]);
@@ -412,20 +436,20 @@ impl LlamaModel {
             trace(&format!("ffn_inp-{li}"), &x);
             let cur = rms_norm(&x, e, c.rms_eps, &layer.ffn_norm);
             trace(&format!("ffn_norm-{li}"), &cur);
-            let acts = Acts::quantize(layer.gate.kind(), &cur, e);
-            let acts_up = if layer.up.kind() == layer.gate.kind() {
+            let acts = Acts::quantize(layer.mats.gate.kind(), &cur, e);
+            let acts_up = if layer.mats.up.kind() == layer.mats.gate.kind() {
                 None
             } else {
-                Some(Acts::quantize(layer.up.kind(), &cur, e))
+                Some(Acts::quantize(layer.mats.up.kind(), &cur, e))
             };
             matmul::run(&mut [
                 Job {
-                    w: &layer.gate,
+                    w: &layer.mats.gate,
                     x: &acts,
                     out: &mut gate,
                 },
                 Job {
-                    w: &layer.up,
+                    w: &layer.mats.up,
                     x: acts_up.as_ref().unwrap_or(&acts),
                     out: &mut up,
                 },
@@ -434,9 +458,9 @@ impl LlamaModel {
             trace(&format!("ffn_up-{li}"), &up);
             math::swiglu(&mut gate, &up);
             trace(&format!("ffn_swiglu-{li}"), &gate);
-            let acts = Acts::quantize(layer.down.kind(), &gate, c.n_ff);
+            let acts = Acts::quantize(layer.mats.down.kind(), &gate, c.n_ff);
             matmul::run(&mut [Job {
-                w: &layer.down,
+                w: &layer.mats.down,
                 x: &acts,
                 out: &mut proj,
             }]);

@@ -361,7 +361,6 @@ mod avx2 {
         out: &mut [[f32; TILE]; 2],
     ) {
         let ones = _mm256_set1_epi16(1);
-        let low = _mm256_set1_epi8(0x0f);
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         let mut summs = [[0.0f32; T]; R];
         for b in 0..nb {
@@ -372,16 +371,7 @@ mod avx2 {
                 let blk = &rows[(i * nb + b) * 20..(i * nb + b + 1) * 20];
                 dw[i] = half(&blk[0..2]);
                 mw[i] = half(&blk[2..4]);
-                // bytes_from_nibbles_32: low nibbles are elements 0..16, high nibbles 16..32.
-                // SAFETY: `blk[4..20]` is 16 bytes.
-                let tmp = unsafe { _mm_loadu_si128(blk[4..20].as_ptr() as *const __m128i) };
-                w[i] = _mm256_and_si256(
-                    _mm256_insertf128_si256::<1>(
-                        _mm256_castsi128_si256(tmp),
-                        _mm_srli_epi16::<4>(tmp),
-                    ),
-                    low,
-                );
+                w[i] = nibbles(&blk[4..20]);
             }
             for t in 0..T {
                 let a = &acts[t * nb + b];
@@ -401,6 +391,46 @@ mod avx2 {
         }
     }
 
+    /// Adds the signed-byte dot (ggml's `mul_sum_i8_pairs_float`) of each of the `R` unpacked
+    /// weight blocks `w` (scales `dw`) with the block at `acts[t * nb]` of each of the `T`
+    /// activation rows into `acc`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn signed_dot<const R: usize, const T: usize>(
+        w: &[__m256i; R],
+        dw: &[f32; R],
+        acts: &[ActBlock],
+        nb: usize,
+        acc: &mut [[__m256; T]; R],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut ax = [_mm256_setzero_si256(); R];
+        for i in 0..R {
+            ax[i] = _mm256_sign_epi8(w[i], w[i]);
+        }
+        for t in 0..T {
+            let a = &acts[t * nb];
+            let qa = load32(&a.qs);
+            for i in 0..R {
+                let sy = _mm256_sign_epi8(qa, w[i]);
+                let xy =
+                    _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax[i], sy), ones));
+                acc[i][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[i] * a.d), xy, acc[i][t]);
+            }
+        }
+    }
+
+    /// Writes the horizontal sums of `acc` to `out`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store<const R: usize, const T: usize>(acc: &[[__m256; T]; R], out: &mut [[f32; TILE]; 2]) {
+        for i in 0..R {
+            for t in 0..T {
+                out[i][t] = hsum(acc[i][t]);
+            }
+        }
+    }
+
     /// `ggml_vec_dot_q8_0_q8_0` (x86; tinyBLAS gives the same sums) for `R` consecutive rows
     /// and `T` activation rows.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -410,37 +440,33 @@ mod avx2 {
         acts: &[ActBlock],
         out: &mut [[f32; TILE]; 2],
     ) {
-        let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         for b in 0..nb {
             let mut w = [_mm256_setzero_si256(); R];
-            let mut ax = [_mm256_setzero_si256(); R];
             let mut dw = [0.0f32; R];
             for i in 0..R {
                 let blk = &rows[(i * nb + b) * 34..(i * nb + b + 1) * 34];
                 dw[i] = half(&blk[0..2]);
                 // SAFETY: `blk[2..34]` is 32 bytes.
                 w[i] = unsafe { _mm256_loadu_si256(blk[2..34].as_ptr() as *const __m256i) };
-                ax[i] = _mm256_sign_epi8(w[i], w[i]);
             }
-            for t in 0..T {
-                let a = &acts[t * nb + b];
-                let qa = load32(&a.qs);
-                for i in 0..R {
-                    let sy = _mm256_sign_epi8(qa, w[i]);
-                    let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                        _mm256_maddubs_epi16(ax[i], sy),
-                        ones,
-                    ));
-                    acc[i][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[i] * a.d), xy, acc[i][t]);
-                }
-            }
+            signed_dot(&w, &dw, &acts[b..], nb, &mut acc);
         }
-        for i in 0..R {
-            for t in 0..T {
-                out[i][t] = hsum(acc[i][t]);
-            }
-        }
+        store(&acc, out);
+    }
+
+    /// `bytes_from_nibbles_32`: the 16 bytes of `p` as 32 values, the low nibbles elements
+    /// 0..16 and the high nibbles 16..32.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn nibbles(p: &[u8]) -> __m256i {
+        let p = &p[..16];
+        // SAFETY: `p` is 16 bytes.
+        let tmp = unsafe { _mm_loadu_si128(p.as_ptr() as *const __m128i) };
+        _mm256_and_si256(
+            _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp)),
+            _mm256_set1_epi8(0x0f),
+        )
     }
 
     /// tinyBLAS's `bittobyte`: 0xF0 in each byte whose high bit is clear (the value - 16).
@@ -475,46 +501,19 @@ mod avx2 {
         acts: &[ActBlock],
         out: &mut [[f32; TILE]; 2],
     ) {
-        let ones = _mm256_set1_epi16(1);
-        let low = _mm256_set1_epi8(0x0f);
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         for b in 0..nb {
             let mut w = [_mm256_setzero_si256(); R];
-            let mut ax = [_mm256_setzero_si256(); R];
             let mut dw = [0.0f32; R];
             for i in 0..R {
                 let blk = &rows[(i * nb + b) * 22..(i * nb + b + 1) * 22];
                 dw[i] = half(&blk[0..2]);
-                // SAFETY: `blk[6..22]` is 16 bytes.
-                let tmp = unsafe { _mm_loadu_si128(blk[6..22].as_ptr() as *const __m128i) };
-                let nib = _mm256_and_si256(
-                    _mm256_insertf128_si256::<1>(
-                        _mm256_castsi128_si256(tmp),
-                        _mm_srli_epi16::<4>(tmp),
-                    ),
-                    low,
-                );
+                let nib = nibbles(&blk[6..22]);
                 w[i] = _mm256_or_si256(nib, bittobyte(&blk[2..6]));
-                ax[i] = _mm256_sign_epi8(w[i], w[i]);
             }
-            for t in 0..T {
-                let a = &acts[t * nb + b];
-                let qa = load32(&a.qs);
-                for i in 0..R {
-                    let sy = _mm256_sign_epi8(qa, w[i]);
-                    let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                        _mm256_maddubs_epi16(ax[i], sy),
-                        ones,
-                    ));
-                    acc[i][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[i] * a.d), xy, acc[i][t]);
-                }
-            }
+            signed_dot(&w, &dw, &acts[b..], nb, &mut acc);
         }
-        for i in 0..R {
-            for t in 0..T {
-                out[i][t] = hsum(acc[i][t]);
-            }
-        }
+        store(&acc, out);
     }
 }
 
