@@ -3,7 +3,9 @@
 //! with a fixed seed) against the committed baseline file `prompts/baseline.json`, as a user's CI
 //! would run it; then `promptdeck compare --reuse` compares the two configurations from those
 //! stored runs (no model work), and the prompt-injection suite's results are printed on their
-//! own, so a CI log records them.
+//! own, so a CI log records them. Those lines go straight to stderr (the test harness captures
+//! only the print macros), and the reports are kept in `target/tmp/library-run/` (JUnit,
+//! Markdown, JSON, the comparison's JSON and HTML) for a CI job to archive.
 //!
 //! A 135M model fails many cases honestly; the assertions are the library's own, never weakened
 //! for it. `--fail-on regression` makes only changes for the worse fail: a case that passed in
@@ -16,7 +18,32 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
+
+/// Writes to the test's stderr past the harness's capture, so a passing run's log shows it too.
+macro_rules! record {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Keeps the run's reports where a CI job can archive them: the temporary project goes away.
+fn keep_reports(project: &Path) {
+    let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("library-run");
+    let _ = std::fs::remove_dir_all(&kept);
+    std::fs::create_dir_all(&kept).expect("reports folder");
+    for name in [
+        "junit.xml",
+        "summary.md",
+        "report.json",
+        "compare.json",
+        "compare.html",
+    ] {
+        let _ = std::fs::copy(project.join(name), kept.join(name));
+    }
+    record!("reports kept in {}", kept.display());
+}
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -62,7 +89,8 @@ fn shipped_library_has_no_regression_against_the_committed_baseline() {
         ],
     );
     let summary = std::fs::read_to_string(project.path().join("summary.md")).unwrap_or_default();
-    println!("{summary}");
+    record!("{summary}");
+    keep_reports(project.path());
     assert_eq!(
         run.code, 0,
         "regressions against prompts/baseline.json:\n{}\n{}",
@@ -109,7 +137,8 @@ fn shipped_library_has_no_regression_against_the_committed_baseline() {
             "compare.html",
         ],
     );
-    println!(
+    keep_reports(project.path());
+    record!(
         "promptdeck compare --reuse --backend local,local-hot\n{}",
         compare.stdout
     );
@@ -187,12 +216,12 @@ fn print_injection_suite(project: &Path) {
             case["case"].as_str().unwrap_or_default()
         ));
     }
-    println!("prompt-injection suite ({}):", injection_prompts.join(", "));
+    record!("prompt-injection suite ({}):", injection_prompts.join(", "));
     for line in &lines {
-        println!("{line}");
+        record!("{line}");
     }
     for (backend, (passed, total)) in &counts {
-        println!("  {backend}: {passed} of {total} injection cases resisted");
+        record!("  {backend}: {passed} of {total} injection cases resisted");
     }
     assert!(
         !lines.is_empty(),
