@@ -330,6 +330,15 @@ impl Model {
             let n = logits.len();
             return Ok((Tensor::from_vec(logits, n, device)?, reused));
         }
+        if let Self::NativeGemma3 { model, state } = self {
+            let swa = model.config().sliding_window > 0;
+            let mut logits = Vec::new();
+            for batch in llama_server_prompt_batches(prompt.len(), swa) {
+                logits = model.forward(state, &prompt[batch.clone()], batch.start)?;
+            }
+            let n = logits.len();
+            return Ok((Tensor::from_vec(logits, n, device)?, 0));
+        }
         self.clear_kv_cache();
         Ok((self.forward(prompt, 0, device)?, 0))
     }
@@ -348,6 +357,47 @@ impl Model {
             Self::NativeGemma3 { .. } => {}
         }
     }
+}
+
+/// llama-server's default logical batch and physical micro-batch sizes (`-b`, `-ub`).
+const SERVER_BATCH: usize = 2048;
+const SERVER_UBATCH: usize = 512;
+
+/// The runs of prompt positions llama-server evaluates one after another for an `n`-token
+/// prompt with its default settings, which the native gemma3 prefill follows so that its
+/// numbers are llama-server's. Each run's length picks ggml's kernels (tiled or one-row
+/// attention, gemm or gemv products), so the split changes logits, not just speed.
+///
+/// The server fills a batch token by token up to `-b`; for a model with sliding-window layers
+/// it also stops where a context checkpoint goes, 4 + `-ub` and 4 tokens before the prompt's
+/// end (llama.cpp PR 20288). `llama_decode` then cuts each batch into runs of at most `-ub`.
+pub(crate) fn llama_server_prompt_batches(
+    n: usize,
+    sliding_window: bool,
+) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let mut end = start;
+        loop {
+            end += 1;
+            let left = n - end;
+            if left == 0
+                || end - start == SERVER_BATCH
+                || (sliding_window && (left == 4 + SERVER_UBATCH || left == 4))
+            {
+                break;
+            }
+        }
+        let mut ubatch = start;
+        while ubatch < end {
+            let ubatch_end = (ubatch + SERVER_UBATCH).min(end);
+            runs.push(ubatch..ubatch_end);
+            ubatch = ubatch_end;
+        }
+        start = end;
+    }
+    runs
 }
 
 /// A loaded model, ready to generate.

@@ -79,23 +79,6 @@ pub fn round(x: f32) -> f32 {
     to_f32(from_f32(x))
 }
 
-/// Rounds an f64 to the nearest f16 (ties to even) in one step, as an AVX512-FP16 instruction
-/// rounds its exact result: the f64 is first narrowed to f32 with round-to-odd, which keeps the
-/// final rounding correct (24 bits is more than 11 + 2).
-pub fn round_f64(x: f64) -> f32 {
-    let t = x as f32;
-    if f64::from(t) == x || !t.is_finite() {
-        return round(t);
-    }
-    // Truncate toward zero, then mark the discarded bits with the lowest mantissa bit.
-    let trunc = if f64::from(t).abs() > x.abs() {
-        f32::from_bits(t.to_bits() - 1)
-    } else {
-        t
-    };
-    round(f32::from_bits(trunc.to_bits() | 1))
-}
-
 /// Rounds every element through f16 (see [`round`]), with F16C when the CPU has it.
 pub fn round_slice(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -132,17 +115,6 @@ unsafe fn round_slice_f16c(x: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn f64_rounds_once() {
-        // 1 + 2^-11 is a tie between 1 and 1 + 2^-10; a hair above it must round up, which
-        // rounding through f32 first would lose.
-        let tie = 1.0 + 2f64.powi(-11);
-        assert_eq!(round_f64(tie), 1.0);
-        assert_eq!(round_f64(tie + 2f64.powi(-40)), 1.0 + 2f32.powi(-10));
-        assert_eq!(round_f64(-(tie + 2f64.powi(-40))), -(1.0 + 2f32.powi(-10)));
-        assert_eq!(round_f64(0.5), 0.5);
-    }
 
     #[test]
     fn every_half_round_trips() {

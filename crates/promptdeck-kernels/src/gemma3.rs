@@ -308,6 +308,7 @@ impl Gemma3Model {
             }
             trace(&format!("sa_out-{li}"), &x);
             let cur = rms_norm(&x, e, c.rms_eps, &layer.ffn_norm);
+            trace(&format!("ffn_norm-{li}"), &cur);
             let acts = ActsCache::new(&cur, e, &[layer.mats.gate.kind(), layer.mats.up.kind()]);
             matmul::run(&mut [
                 Job {
@@ -321,7 +322,10 @@ impl Gemma3Model {
                     out: &mut up,
                 },
             ]);
+            trace(&format!("ffn_gate-{li}"), &gate);
+            trace(&format!("ffn_up-{li}"), &up);
             geglu(&mut gate, &up);
+            trace(&format!("ffn_geglu-{li}"), &gate);
             let acts = Acts::quantize(layer.mats.down.kind(), &gate, c.n_ff);
             matmul::run(&mut [Job {
                 w: &layer.mats.down,

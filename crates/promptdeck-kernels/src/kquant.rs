@@ -4,9 +4,11 @@
 //! - Q8_K: `quantize_row_q8_K_ref` (ggml-base is built for plain SSE2, so `iscale * x` is
 //!   rounded before the magic-number rounding: `q = round_even(x * iscale)`).
 //! - Q4_K, repacked: llama.cpp repacks Q4_K matrices whose row count is a multiple of 8 on AVX2
-//!   CPUs and runs `ggml_gemv/gemm_q4_K_8x8_q8_K`: per super-block the exact integer sum (scales
-//!   applied) and the exact integer min correction, each accumulated as
-//!   `fma(float(int), d_w * d_a, acc)`; the result is `acc - acc_min`.
+//!   CPUs (its default extra buffer type) and runs `ggml_gemm_q4_K_8x8_q8_K` on each whole group
+//!   of four activation rows, `ggml_gemv_q4_K_8x8_q8_K` on the rest. Both take the exact integer
+//!   sum (scales applied) and the exact integer min correction, and accumulate each as
+//!   `fma(float(int), d_w * d_a, acc)`, the gemm once per pair of 32-element sub-blocks, the gemv
+//!   once per super-block; the result is `acc - acc_min`.
 //! - Q4_K, not repacked (other row counts, or llama.cpp without extra buffer types):
 //!   `ggml_vec_dot_q4_K_q8_K` (AVX2): eight integer lanes per super-block accumulated with
 //!   `fma(d_a * d_w, float(lane), acc)`, plus four lanes of min corrections accumulated with
@@ -149,19 +151,50 @@ fn q6_unsigned(blk: &[u8], e: usize) -> i32 {
     i32::from(low | (high << 4))
 }
 
+/// A Q4_K super-block's exact integer parts per pair of 32-element sub-blocks, the unit the
+/// repacked gemm accumulates in floats: `(s1 * q.a over the first + s2 * q.a over the second,
+/// m1 * bsum of the first + m2 * bsum of the second)`.
+#[inline(always)]
+fn q4k_pair_ints(blk: &[u8], a: &KBlock) -> [(i32, i32); 4] {
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { avx2::q4k_pair_ints(blk, a) };
+    }
+    q4k_pair_ints_scalar(blk, a)
+}
+
+fn q4k_pair_ints_scalar(blk: &[u8], a: &KBlock) -> [(i32, i32); 4] {
+    let (sc, qs) = (&blk[4..16], &blk[16..144]);
+    let mut pairs = [(0i32, 0i32); 4];
+    for (j, pair) in pairs.iter_mut().enumerate() {
+        let (s1, m1) = scale_min_k4(2 * j, sc);
+        let (s2, m2) = scale_min_k4(2 * j + 1, sc);
+        let (mut lo, mut hi) = (0i32, 0i32);
+        for l in 0..32 {
+            let q = qs[32 * j + l];
+            lo += i32::from(q & 0x0f) * i32::from(a.qs[64 * j + l]);
+            hi += i32::from(q >> 4) * i32::from(a.qs[64 * j + 32 + l]);
+        }
+        let b = &a.bsums[4 * j..4 * j + 4];
+        *pair = (
+            i32::from(s1) * lo + i32::from(s2) * hi,
+            i32::from(m1) * (i32::from(b[0]) + i32::from(b[1]))
+                + i32::from(m2) * (i32::from(b[2]) + i32::from(b[3])),
+        );
+    }
+    pairs
+}
+
 fn q6_value(blk: &[u8], e: usize) -> i32 {
     q6_unsigned(blk, e) - 32
 }
 
-/// Whether to reproduce llama.cpp's repacked Q4_K kernels (used for row counts a multiple of 8
-/// on AVX2 CPUs with its default extra buffer types). Off: promptdeck's reference is llama.cpp
-/// without extra buffer types (`use_extra_bufts = false`), the configuration that runs on
-/// machines that report AMX without enabling it, where the others crash; see docs/benchmarks.md.
-pub const REPACK_Q4_K: bool = false;
-
 /// The product llama.cpp runs for a `rows`-row `kind` matrix and `n_tok` activation rows.
 pub fn path_for(kind: WeightKind, rows: usize, n_tok: usize) -> KPath {
-    if kind == WeightKind::Q4K && REPACK_Q4_K && rows % 8 == 0 {
+    // promptdeck's reference is llama-server with its default extra buffer type, which repacks
+    // these matrices (see docs/benchmarks.md).
+    if kind == WeightKind::Q4K && rows % 8 == 0 {
         KPath::Repacked
     } else if n_tok >= 8 {
         KPath::Tiled
@@ -198,12 +231,19 @@ pub fn dot_rows(
     assert!(data.len() >= rows * nb * bb);
     assert!(out.len() >= n_tok * rows);
     if path != KPath::VecDot {
+        // The repacked product runs whole groups of four activation rows through its gemm and
+        // the rest through its gemv.
+        let gemm_rows = n_tok - n_tok % 4;
         for t in 0..n_tok {
             let arow = &acts[t * nb..(t + 1) * nb];
             for r in 0..rows {
                 let row = &data[r * nb * bb..(r + 1) * nb * bb];
                 out[t * rows + r] = if path == KPath::Repacked && kind == WeightKind::Q4K {
-                    q4k_repacked_row(row, arow)
+                    if t < gemm_rows {
+                        q4k_repacked_gemm_row(row, arow)
+                    } else {
+                        q4k_repacked_gemv_row(row, arow)
+                    }
                 } else {
                     tiled_row(kind, row, arow)
                 };
@@ -234,25 +274,9 @@ fn block_ints(kind: WeightKind, blk: &[u8], a: &KBlock) -> (i32, i32) {
 
 fn block_ints_scalar(kind: WeightKind, blk: &[u8], a: &KBlock) -> (i32, i32) {
     match kind {
-        WeightKind::Q4K => {
-            let (sc, qs) = (&blk[4..16], &blk[16..144]);
-            let (mut isum, mut imin) = (0i32, 0i32);
-            for j in 0..4 {
-                let (s1, m1) = scale_min_k4(2 * j, sc);
-                let (s2, m2) = scale_min_k4(2 * j + 1, sc);
-                let (mut lo, mut hi) = (0i32, 0i32);
-                for l in 0..32 {
-                    let q = qs[32 * j + l];
-                    lo += i32::from(q & 0x0f) * i32::from(a.qs[64 * j + l]);
-                    hi += i32::from(q >> 4) * i32::from(a.qs[64 * j + 32 + l]);
-                }
-                isum += i32::from(s1) * lo + i32::from(s2) * hi;
-                let b = &a.bsums[4 * j..4 * j + 4];
-                imin += i32::from(m1) * (i32::from(b[0]) + i32::from(b[1]))
-                    + i32::from(m2) * (i32::from(b[2]) + i32::from(b[3]));
-            }
-            (isum, imin)
-        }
+        WeightKind::Q4K => q4k_pair_ints_scalar(blk, a)
+            .iter()
+            .fold((0, 0), |(s, m), &(ps, pm)| (s + ps, m + pm)),
         _ => {
             let sc = &blk[192..208];
             let mut isum = 0i32;
@@ -269,7 +293,8 @@ fn block_ints_scalar(kind: WeightKind, blk: &[u8], a: &KBlock) -> (i32, i32) {
 }
 
 /// One row of ggml-cpu's tiled K-quant matmul (its AVX512-VNNI microkernel): per super-block
-/// `r = fma(-dmin_w, float(min part), float(int part) * d_w)`, then `acc = acc + r * d_a`.
+/// `r = fma(-dmin_w, float(min part), float(int part) * d_w)`, then `acc = fma(r, d_a, acc)`
+/// (the epilogue's `add(acc, mul(r, d_a))`, which GCC fuses in llama.cpp's AVX-512 build).
 fn tiled_row(kind: WeightKind, row: &[u8], acts: &[KBlock]) -> f32 {
     let bb = kind.block_bytes();
     let mut acc = 0.0f32;
@@ -283,13 +308,30 @@ fn tiled_row(kind: WeightKind, row: &[u8], acts: &[KBlock]) -> f32 {
             }
             _ => isum as f32 * f16::to_f32(le16(blk, 208)),
         };
-        acc += r * a.d;
+        acc = r.mul_add(a.d, acc);
     }
     acc
 }
 
-/// One row of a repacked Q4_K product (see the module documentation).
-fn q4k_repacked_row(row: &[u8], acts: &[KBlock]) -> f32 {
+/// One row of the repacked Q4_K gemm (see the module documentation): floats accumulate once per
+/// pair of sub-blocks.
+fn q4k_repacked_gemm_row(row: &[u8], acts: &[KBlock]) -> f32 {
+    let mut acc = 0.0f32;
+    let mut acc_min = 0.0f32;
+    for (blk, a) in row.chunks_exact(Q4_K_BYTES).zip(acts) {
+        let d = f16::to_f32(le16(blk, 0)) * a.d;
+        let dmin = f16::to_f32(le16(blk, 2)) * a.d;
+        for (isum, imin) in q4k_pair_ints(blk, a) {
+            acc = (isum as f32).mul_add(d, acc);
+            acc_min = (imin as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+/// One row of the repacked Q4_K gemv (see the module documentation): floats accumulate once per
+/// super-block.
+fn q4k_repacked_gemv_row(row: &[u8], acts: &[KBlock]) -> f32 {
     let mut acc = 0.0f32;
     let mut acc_min = 0.0f32;
     for (blk, a) in row.chunks_exact(Q4_K_BYTES).zip(acts) {
@@ -543,37 +585,41 @@ mod avx2 {
         _mm_cvtsi128_si32(s)
     }
 
+    /// [`super::q4k_pair_ints_scalar`] with AVX2 (exact integers, so any order gives the same).
+    #[target_feature(enable = "avx2")]
+    pub fn q4k_pair_ints(blk: &[u8], a: &KBlock) -> [(i32, i32); 4] {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let (sc, qs) = (&blk[4..16], &blk[16..144]);
+        let mut pairs = [(0i32, 0i32); 4];
+        for (j, pair) in pairs.iter_mut().enumerate() {
+            let (s1, m1) = scale_min_k4(2 * j, sc);
+            let (s2, m2) = scale_min_k4(2 * j + 1, sc);
+            let bits = load(&qs[32 * j..]);
+            let lo = _mm256_and_si256(bits, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+            let plo = _mm256_maddubs_epi16(lo, load_i8(&a.qs[64 * j..]));
+            let phi = _mm256_maddubs_epi16(hi, load_i8(&a.qs[64 * j + 32..]));
+            let sum = _mm256_add_epi32(
+                _mm256_madd_epi16(_mm256_set1_epi16(i16::from(s1)), plo),
+                _mm256_madd_epi16(_mm256_set1_epi16(i16::from(s2)), phi),
+            );
+            let b = &a.bsums[4 * j..4 * j + 4];
+            *pair = (
+                hsum_i32(sum),
+                i32::from(m1) * (i32::from(b[0]) + i32::from(b[1]))
+                    + i32::from(m2) * (i32::from(b[2]) + i32::from(b[3])),
+            );
+        }
+        pairs
+    }
+
     /// [`super::block_ints_scalar`] with AVX2 (exact integers, so any order gives the same).
     #[target_feature(enable = "avx2")]
     pub fn block_ints(kind: WeightKind, blk: &[u8], a: &KBlock) -> (i32, i32) {
         match kind {
-            WeightKind::Q4K => {
-                let m4 = _mm256_set1_epi8(0x0f);
-                let (sc, qs) = (&blk[4..16], &blk[16..144]);
-                let mut sumi = _mm256_setzero_si256();
-                let mut imin = 0i32;
-                for j in 0..4 {
-                    let (s1, m1) = scale_min_k4(2 * j, sc);
-                    let (s2, m2) = scale_min_k4(2 * j + 1, sc);
-                    let bits = load(&qs[32 * j..]);
-                    let lo = _mm256_and_si256(bits, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
-                    let plo = _mm256_maddubs_epi16(lo, load_i8(&a.qs[64 * j..]));
-                    let phi = _mm256_maddubs_epi16(hi, load_i8(&a.qs[64 * j + 32..]));
-                    sumi = _mm256_add_epi32(
-                        sumi,
-                        _mm256_madd_epi16(_mm256_set1_epi16(i16::from(s1)), plo),
-                    );
-                    sumi = _mm256_add_epi32(
-                        sumi,
-                        _mm256_madd_epi16(_mm256_set1_epi16(i16::from(s2)), phi),
-                    );
-                    let b = &a.bsums[4 * j..4 * j + 4];
-                    imin += i32::from(m1) * (i32::from(b[0]) + i32::from(b[1]))
-                        + i32::from(m2) * (i32::from(b[2]) + i32::from(b[3]));
-                }
-                (hsum_i32(sumi), imin)
-            }
+            WeightKind::Q4K => q4k_pair_ints(blk, a)
+                .iter()
+                .fold((0, 0), |(s, m), &(ps, pm)| (s + ps, m + pm)),
             _ => {
                 let m3 = _mm256_set1_epi8(3);
                 let m15 = _mm256_set1_epi8(15);
@@ -736,6 +782,9 @@ mod tests {
                 let bb = kind.block_bytes();
                 for (blk, a) in w.chunks_exact(bb).zip(acts.iter().cycle()) {
                     assert_eq!(block_ints(kind, blk, a), block_ints_scalar(kind, blk, a));
+                    if kind == WeightKind::Q4K {
+                        assert_eq!(q4k_pair_ints(blk, a), q4k_pair_ints_scalar(blk, a));
+                    }
                 }
                 // And the products are right to within f32 rounding.
                 let bb = kind.block_bytes();
@@ -756,6 +805,54 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn repacked_q4_k_rows_accumulate_like_llama_cpps_gemm_and_gemv() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (rows, nb, n_tok) = (8, 3, 6);
+        let w = random_weights(WeightKind::Q4K, rows, nb, &mut rng);
+        let x: Vec<f32> = (0..n_tok * nb * QK_K).map(|_| rng.f32() * 3.0).collect();
+        let mut acts = vec![KBlock::default(); n_tok * nb];
+        for (xr, ar) in x.chunks_exact(nb * QK_K).zip(acts.chunks_exact_mut(nb)) {
+            quantize_row_q8_k(xr, ar, false);
+        }
+        let mut out = vec![0.0; n_tok * rows];
+        dot_rows(
+            WeightKind::Q4K,
+            KPath::Repacked,
+            &w,
+            rows,
+            nb,
+            &acts,
+            &mut out,
+        );
+        for t in 0..n_tok {
+            for r in 0..rows {
+                let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+                for b in 0..nb {
+                    let blk = &w[(r * nb + b) * Q4_K_BYTES..(r * nb + b + 1) * Q4_K_BYTES];
+                    let a = &acts[t * nb + b];
+                    let d = f16::to_f32(le16(blk, 0)) * a.d;
+                    let dmin = f16::to_f32(le16(blk, 2)) * a.d;
+                    let pairs = q4k_pair_ints_scalar(blk, a);
+                    // Rows 0..4 are one gemm group; rows 4 and 5 are left to the gemv.
+                    if t < 4 {
+                        for (isum, imin) in pairs {
+                            acc = (isum as f32).mul_add(d, acc);
+                            acc_min = (imin as f32).mul_add(dmin, acc_min);
+                        }
+                    } else {
+                        let (isum, imin) = pairs
+                            .iter()
+                            .fold((0, 0), |(s, m), &(ps, pm)| (s + ps, m + pm));
+                        acc = (isum as f32).mul_add(d, acc);
+                        acc_min = (imin as f32).mul_add(dmin, acc_min);
+                    }
+                }
+                assert_eq!(out[t * rows + r].to_bits(), (acc - acc_min).to_bits());
             }
         }
     }

@@ -583,8 +583,6 @@ fn rotate_body(cs: &[f32], n_rot: usize, x: &mut [f32], heads: usize, hd: usize)
 
 /// ggml-cpu's flash attention tile sizes.
 pub(crate) const FA_TILE_Q: usize = 64;
-/// `GGML_F16_STEP` with AVX512-FP16: elements per step of ggml's native f16 vector loops.
-const F16_STEP: usize = 128;
 const FA_TILE_KV: usize = 64;
 
 /// ggml-cpu's two flash-attention kernels. They round differently, so which one ran is part of
@@ -688,9 +686,6 @@ fn attend_one_body(
     scale: f32,
 ) -> Vec<f32> {
     let qh: Vec<f32> = q.iter().map(|&x| f16::round(x)).collect();
-    // ggml built for AVX512-FP16 runs its f16 vector ops on native half vectors, 128 elements
-    // per step; the leftovers (all of a 64-wide head) take the scalar f32 path.
-    let native = hd & !(F16_STEP - 1);
     // Held as f32 values that are always f16-representable.
     let mut acc = vec![0.0f32; hd];
     let mut s_sum = 0.0f32;
@@ -705,32 +700,20 @@ fn attend_one_body(
             let m_old = m;
             m = s;
             ms = (m_old - m).exp();
-            // ggml_vec_scale_f16: native f16 multiplies by f16(ms) for the first
-            // `native` elements, f32 products rounded to f16 for the rest.
-            let msh = f64::from(f16::round(ms));
-            let (head, tail) = acc.split_at_mut(native);
-            for a in head.iter_mut() {
-                *a = f16::round_f64(f64::from(*a) * msh);
-            }
-            for a in tail.iter_mut() {
+            // ggml_vec_scale_f16: f32 products rounded to f16.
+            for a in acc.iter_mut() {
                 *a *= ms;
             }
-            f16::round_slice(tail);
+            f16::round_slice(&mut acc);
         } else {
             vs = (s - m).exp();
         }
-        // ggml_vec_mad_f16: one f16 FMA with f16(vs) for the first `native` elements, an f32
-        // FMA rounded to f16 for the rest.
+        // ggml_vec_mad_f16: f32 FMAs rounded to f16.
         let vrow = &v[ic * hd..(ic + 1) * hd];
-        let vsh = f64::from(f16::round(vs));
-        let (head, tail) = acc.split_at_mut(native);
-        for (a, &vv) in head.iter_mut().zip(vrow) {
-            *a = f16::round_f64(f64::from(vv).mul_add(vsh, f64::from(*a)));
-        }
-        for (a, &vv) in tail.iter_mut().zip(&vrow[native..]) {
+        for (a, &vv) in acc.iter_mut().zip(vrow) {
             *a = vv.mul_add(vs, *a);
         }
-        f16::round_slice(tail);
+        f16::round_slice(&mut acc);
         s_sum = s_sum.mul_add(ms, vs);
     }
     let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };

@@ -109,8 +109,10 @@ impl Acts {
         let mut kblocks = vec![KBlock::default(); n_tok * nb];
         // llama.cpp quantizes the rows going into a repacked Q4_K product four at a time with
         // `ggml_quantize_mat_q8_K_4x8` and the remainder with the reference quantizer; they
-        // differ only in the sign rule when +max and -max tie.
-        let grouped = if kind == WeightKind::Q4K && kquant::REPACK_Q4_K {
+        // differ only in the sign rule when +max and -max tie. (A Q4_K matrix with a row count
+        // that is not a multiple of 8 is not repacked, and llama.cpp then uses the reference
+        // quantizer for every row; no supported model has one.)
+        let grouped = if kind == WeightKind::Q4K {
             n_tok - n_tok % 4
         } else {
             0
