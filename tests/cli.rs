@@ -361,3 +361,65 @@ fn warnings_go_to_stderr_and_do_not_fail() {
     assert_eq!(run.stdout, "user:\nhi\n");
     insta::assert_snapshot!("render_warnings", run.stderr);
 }
+
+#[test]
+fn models_lists_every_gguf_file_in_the_data_directory() {
+    let project = TempProject::new();
+    let data = tempfile::tempdir().expect("data dir");
+    let hub = tempfile::tempdir().expect("hub cache");
+    let models = data.path().join("models");
+    std::fs::create_dir_all(&models).expect("models dir");
+    // A file that is not a model, an unfinished download, and a GGUF cut short.
+    std::fs::write(models.join("notes.txt"), "not a model").expect("write");
+    std::fs::write(models.join("big.gguf.partial-1-2"), b"GGUF").expect("write");
+    std::fs::write(models.join("cut.gguf"), b"GGUF\x03\x00\x00\x00").expect("write");
+    let output = binary()
+        .args(["models", "--format", "json"])
+        .current_dir(project.root())
+        .env("PROMPTDECK_DATA_DIR", data.path())
+        .env("HF_HOME", hub.path())
+        .env("HF_HUB_CACHE", hub.path())
+        .env_remove("HUGGINGFACE_HUB_CACHE")
+        .env_remove("PROMPTDECK_MODEL")
+        .output()
+        .expect("run promptdeck");
+    let run = common::Run::from(output);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let listing: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let paths: Vec<&str> = listing["local_models"]
+        .as_array()
+        .expect("local_models")
+        .iter()
+        .filter_map(|m| m["path"].as_str())
+        .filter(|p| p.starts_with(&*data.path().to_string_lossy()))
+        .collect();
+    assert_eq!(
+        paths,
+        [models.join("cut.gguf").to_string_lossy()],
+        "{}",
+        run.stdout
+    );
+    let cut = listing["local_models"]
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["path"] == paths[0]))
+        .expect("entry");
+    assert!(
+        cut["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cut.gguf")),
+        "a broken file is listed with its error: {cut}"
+    );
+    // The text form says the same.
+    let text = binary()
+        .args(["models"])
+        .current_dir(project.root())
+        .env("PROMPTDECK_DATA_DIR", data.path())
+        .env("HF_HOME", hub.path())
+        .env("HF_HUB_CACHE", hub.path())
+        .env_remove("HUGGINGFACE_HUB_CACHE")
+        .env_remove("PROMPTDECK_MODEL")
+        .output()
+        .expect("run promptdeck");
+    let text = common::Run::from(text);
+    assert!(text.stdout.contains("cut.gguf  error:"), "{}", text.stdout);
+}

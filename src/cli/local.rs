@@ -104,7 +104,13 @@ pub fn models(project: &Project, format: OutputFormat, remote: bool) -> Result<E
     if let Ok(Some(found)) = models::locate_default(None) {
         candidates.push(found);
     }
-    candidates.dedup_by(|a, b| a.0 == b.0);
+    candidates.extend(
+        models::gguf_files_in_data_dir()
+            .into_iter()
+            .map(|p| (p, ModelSource::DataDir)),
+    );
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|(path, _)| seen.insert(path.clone()));
     for (path, source) in candidates {
         match crate::local::GgufModel::open(&path) {
             Ok(gguf) => {

@@ -187,16 +187,26 @@ impl GgufModel {
                 *bytes_by_type.entry(ti.ggml_dtype).or_default() += bytes;
             }
         }
-        let quantization = bytes_by_type
-            .iter()
-            .max_by_key(|(_, b)| **b)
-            .map(|(t, _)| format!("{t:?}"))
-            .unwrap_or_else(|| "none".to_string());
-
         let md = Metadata {
             path: &path,
             map: &content.metadata,
         };
+        // The file's own label (a mix such as Q4_K_M keeps some matrices in other types),
+        // else the type holding the most matrix bytes.
+        let quantization = md
+            .opt_u64("general.file_type")
+            .ok()
+            .flatten()
+            .and_then(file_type_name)
+            .map(str::to_string)
+            .or_else(|| {
+                bytes_by_type
+                    .iter()
+                    .max_by_key(|(_, b)| **b)
+                    .map(|(t, _)| format!("{t:?}"))
+            })
+            .unwrap_or_else(|| "none".to_string());
+
         let arch_name = md.string("general.architecture")?;
         let architecture =
             Architecture::parse(&arch_name).ok_or_else(|| GgufError::UnsupportedArchitecture {
@@ -478,4 +488,44 @@ impl Metadata<'_> {
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
+}
+
+/// llama.cpp's name for a `general.file_type` value (`enum llama_ftype`).
+fn file_type_name(file_type: u64) -> Option<&'static str> {
+    Some(match file_type {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4_MOE",
+        _ => return None,
+    })
 }

@@ -195,6 +195,28 @@ pub fn find_in_python_package(package: &str, file: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// Every GGUF file in promptdeck's data directory (fetched models and any the user put there),
+/// sorted by name. Partial downloads have another extension and are not listed.
+pub fn gguf_files_in_data_dir() -> Vec<PathBuf> {
+    let Ok(dir) = models_dir() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// Finds the default model without fetching it. `configured` is `--model` or the config key.
 pub fn locate_default(
     configured: Option<&Path>,

@@ -626,6 +626,8 @@ fn gemma3_model_matches_vectors_sha256() {
 fn gemma3_tokenize_vectors() {
     let m = GgufModel::open(gemma_path()).expect("open");
     assert_eq!(m.info.architecture, Architecture::Gemma3);
+    // The file's own label, not its largest matrix type (the tied output is Q8_0).
+    assert_eq!(m.info.quantization, "Q4_K_M");
     let tok = Tokenizer::from_gguf(&m.tokenizer_data().expect("data")).expect("tokenizer");
     let r = reference("gemma3-reference.json");
     check_tokenize_vectors(&tok, &r.tokenize);
