@@ -373,17 +373,15 @@ fn models_lists_every_gguf_file_in_the_data_directory() {
     std::fs::write(models.join("notes.txt"), "not a model").expect("write");
     std::fs::write(models.join("big.gguf.partial-1-2"), b"GGUF").expect("write");
     std::fs::write(models.join("cut.gguf"), b"GGUF\x03\x00\x00\x00").expect("write");
-    let output = binary()
-        .args(["models", "--format", "json"])
-        .current_dir(project.root())
-        .env("PROMPTDECK_DATA_DIR", data.path())
-        .env("HF_HOME", hub.path())
-        .env("HF_HUB_CACHE", hub.path())
-        .env_remove("HUGGINGFACE_HUB_CACHE")
-        .env_remove("PROMPTDECK_MODEL")
-        .output()
-        .expect("run promptdeck");
-    let run = common::Run::from(output);
+    let models_command = |args: &[&str]| {
+        let output = common::binary_without_installed_models(data.path(), hub.path())
+            .args(args)
+            .current_dir(project.root())
+            .output()
+            .expect("run promptdeck");
+        common::Run::from(output)
+    };
+    let run = models_command(&["models", "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let listing: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
     let paths: Vec<&str> = listing["local_models"]
@@ -410,16 +408,6 @@ fn models_lists_every_gguf_file_in_the_data_directory() {
         "a broken file is listed with its error: {cut}"
     );
     // The text form says the same.
-    let text = binary()
-        .args(["models"])
-        .current_dir(project.root())
-        .env("PROMPTDECK_DATA_DIR", data.path())
-        .env("HF_HOME", hub.path())
-        .env("HF_HUB_CACHE", hub.path())
-        .env_remove("HUGGINGFACE_HUB_CACHE")
-        .env_remove("PROMPTDECK_MODEL")
-        .output()
-        .expect("run promptdeck");
-    let text = common::Run::from(text);
+    let text = models_command(&["models"]);
     assert!(text.stdout.contains("cut.gguf  error:"), "{}", text.stdout);
 }

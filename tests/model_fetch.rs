@@ -31,7 +31,8 @@ sampling = { temperature = 0.9, seed = 7 }
         "prompts/hello.tests.yaml",
         "tests:\n  - description: greets\n    vars: {}\n    assert:\n      - type: regex\n        value: '.'\n",
     );
-    let output = common::binary()
+    // Nothing installed is visible to the lookup: only the fetch can provide the file.
+    let output = common::binary_without_installed_models(data.path(), hub.path())
         .args([
             "test",
             "--no-cache",
@@ -41,13 +42,6 @@ sampling = { temperature = 0.9, seed = 7 }
             "report.json",
         ])
         .current_dir(project.root())
-        .env("PROMPTDECK_DATA_DIR", data.path())
-        .env("HF_HOME", hub.path())
-        .env("HF_HUB_CACHE", hub.path())
-        .env_remove("HUGGINGFACE_HUB_CACHE")
-        .env_remove("PROMPTDECK_MODEL")
-        // No pip package is visible to the lookup: only the fetch can provide the file.
-        .env("PYTHONNOUSERSITE", "1")
         .output()
         .expect("run promptdeck");
     let run = common::Run::from(output);

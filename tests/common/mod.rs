@@ -49,6 +49,20 @@ pub fn binary() -> Command {
     command
 }
 
+/// The binary, seeing no installed model: `data` as promptdeck's data directory and `hub` as the
+/// Hugging Face cache, no `$PROMPTDECK_MODEL`, no user-site Python packages.
+pub fn binary_without_installed_models(data: &Path, hub: &Path) -> Command {
+    let mut command = binary();
+    command
+        .env("PROMPTDECK_DATA_DIR", data)
+        .env("HF_HOME", hub)
+        .env("HF_HUB_CACHE", hub)
+        .env_remove("HUGGINGFACE_HUB_CACHE")
+        .env_remove("PROMPTDECK_MODEL")
+        .env("PYTHONNOUSERSITE", "1");
+    command
+}
+
 pub fn run_in(dir: &Path, args: &[&str]) -> Run {
     let output = binary()
         .args(args)
