@@ -231,24 +231,7 @@ pub fn dot_rows(
     assert!(data.len() >= rows * nb * bb);
     assert!(out.len() >= n_tok * rows);
     if path != KPath::VecDot {
-        // The repacked product runs whole groups of four activation rows through its gemm and
-        // the rest through its gemv.
-        let gemm_rows = n_tok - n_tok % 4;
-        for t in 0..n_tok {
-            let arow = &acts[t * nb..(t + 1) * nb];
-            for r in 0..rows {
-                let row = &data[r * nb * bb..(r + 1) * nb * bb];
-                out[t * rows + r] = if path == KPath::Repacked && kind == WeightKind::Q4K {
-                    if t < gemm_rows {
-                        q4k_repacked_gemm_row(row, arow)
-                    } else {
-                        q4k_repacked_gemv_row(row, arow)
-                    }
-                } else {
-                    tiled_row(kind, row, arow)
-                };
-            }
-        }
+        row_by_row(kind, path, data, rows, nb, acts, out);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -258,6 +241,44 @@ pub fn dot_rows(
         return;
     }
     dot_rows_scalar(kind, data, rows, nb, acts, out);
+}
+
+multiversion! {
+    /// The repacked and tiled products, one output at a time; compiled for FMA where the CPU
+    /// has it, so `mul_add` is one instruction rather than a call.
+    fn row_by_row(kind: WeightKind, path: KPath, data: &[u8], rows: usize, nb: usize, acts: &[KBlock], out: &mut [f32]) => row_by_row_body
+}
+
+#[inline(always)]
+fn row_by_row_body(
+    kind: WeightKind,
+    path: KPath,
+    data: &[u8],
+    rows: usize,
+    nb: usize,
+    acts: &[KBlock],
+    out: &mut [f32],
+) {
+    let bb = kind.block_bytes();
+    let n_tok = acts.len() / nb;
+    // The repacked product runs whole groups of four activation rows through its gemm and the
+    // rest through its gemv.
+    let gemm_rows = n_tok - n_tok % 4;
+    for t in 0..n_tok {
+        let arow = &acts[t * nb..(t + 1) * nb];
+        for r in 0..rows {
+            let row = &data[r * nb * bb..(r + 1) * nb * bb];
+            out[t * rows + r] = if path == KPath::Repacked && kind == WeightKind::Q4K {
+                if t < gemm_rows {
+                    q4k_repacked_gemm_row(row, arow)
+                } else {
+                    q4k_repacked_gemv_row(row, arow)
+                }
+            } else {
+                tiled_row(kind, row, arow)
+            };
+        }
+    }
 }
 
 /// The exact integer parts of one super-block product: `(sum of scale * q * a, sum of min *
@@ -295,6 +316,7 @@ fn block_ints_scalar(kind: WeightKind, blk: &[u8], a: &KBlock) -> (i32, i32) {
 /// One row of ggml-cpu's tiled K-quant matmul (its AVX512-VNNI microkernel): per super-block
 /// `r = fma(-dmin_w, float(min part), float(int part) * d_w)`, then `acc = fma(r, d_a, acc)`
 /// (the epilogue's `add(acc, mul(r, d_a))`, which GCC fuses in llama.cpp's AVX-512 build).
+#[inline(always)]
 fn tiled_row(kind: WeightKind, row: &[u8], acts: &[KBlock]) -> f32 {
     let bb = kind.block_bytes();
     let mut acc = 0.0f32;
@@ -315,6 +337,7 @@ fn tiled_row(kind: WeightKind, row: &[u8], acts: &[KBlock]) -> f32 {
 
 /// One row of the repacked Q4_K gemm (see the module documentation): floats accumulate once per
 /// pair of sub-blocks.
+#[inline(always)]
 fn q4k_repacked_gemm_row(row: &[u8], acts: &[KBlock]) -> f32 {
     let mut acc = 0.0f32;
     let mut acc_min = 0.0f32;
@@ -331,6 +354,7 @@ fn q4k_repacked_gemm_row(row: &[u8], acts: &[KBlock]) -> f32 {
 
 /// One row of the repacked Q4_K gemv (see the module documentation): floats accumulate once per
 /// super-block.
+#[inline(always)]
 fn q4k_repacked_gemv_row(row: &[u8], acts: &[KBlock]) -> f32 {
     let mut acc = 0.0f32;
     let mut acc_min = 0.0f32;
