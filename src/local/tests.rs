@@ -830,7 +830,15 @@ fn trace_gemma3_tensors() {
         .unwrap_or(0);
     let mut e = Engine::load(model, &EngineConfig::default()).expect("load");
     let r = reference("gemma3-reference.json");
-    let all = e.trace_native(&r.greedy[case].prompt_ids);
+    // PROMPTDECK_TRACE_REPEAT=k traces the prompt's text tokens repeated k times after one BOS.
+    let repeat: usize = std::env::var("PROMPTDECK_TRACE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let ids = &r.greedy[case].prompt_ids;
+    let mut prompt = vec![ids[0]];
+    prompt.extend(ids[1..].repeat(repeat));
+    let all = e.trace_native(&prompt);
     let map: serde_json::Map<String, serde_json::Value> = all
         .into_iter()
         .map(|(k, v)| (k, serde_json::json!(v)))
@@ -1075,4 +1083,33 @@ fn qwen2_qwen3_and_phi3_files_load_and_generate() {
         assert!(err.to_string().contains("context"), "{arch}: {err}");
         std::fs::remove_file(&path).ok();
     }
+}
+
+#[test]
+#[ignore = "diagnostic: writes gemma3's logits (prefill run as llama-server runs it, then 4 decode steps) for greedy case $PROMPTDECK_TRACE_CASE's text repeated $PROMPTDECK_TRACE_REPEAT times, to $PROMPTDECK_DUMP_GEMMA"]
+fn dump_gemma3_server_prefill_logits() {
+    let Some(path) = std::env::var_os("PROMPTDECK_DUMP_GEMMA") else {
+        return;
+    };
+    let case: usize = std::env::var("PROMPTDECK_TRACE_CASE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let repeat: usize = std::env::var("PROMPTDECK_TRACE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut e = Engine::load(gemma_path(), &EngineConfig::default()).expect("load");
+    let r = reference("gemma3-reference.json");
+    let ids = &r.greedy[case].prompt_ids;
+    let mut prompt = vec![ids[0]];
+    prompt.extend(ids[1..].repeat(repeat));
+    let (logits, _) = e.prefill_logits_reusing(&prompt).expect("prefill");
+    let mut bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    // Then decode steps on the reference completion's ids.
+    for (step, &id) in r.greedy[case].completion_ids.iter().take(4).enumerate() {
+        let logits = e.step_logits(&[id], prompt.len() + step).expect("step");
+        bytes.extend(logits.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    std::fs::write(path, bytes).expect("write");
 }
