@@ -411,3 +411,29 @@ fn models_lists_every_gguf_file_in_the_data_directory() {
     let text = models_command(&["models"]);
     assert!(text.stdout.contains("cut.gguf  error:"), "{}", text.stdout);
 }
+
+#[test]
+fn bench_local_reports_the_kept_prompt_prefix() {
+    let project = TempProject::new();
+    let run = project.run(&[
+        "bench",
+        "local",
+        "--prompt-tokens",
+        "32",
+        "--tokens",
+        "2",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("a prompt sharing its start"))
+        .unwrap_or_else(|| panic!("no kept-prefix line:\n{}", run.stdout));
+    // One token changed four from the end: everything before it is kept.
+    assert!(
+        line.contains("with 28 of 32 prompt tokens kept from the previous request"),
+        "{line}"
+    );
+}

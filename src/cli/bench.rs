@@ -334,16 +334,23 @@ pub fn local(
                 .generate(&warm, &cancel, |_| {})
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             let k = kept.timings;
-            println!(
-                "{:<58} {:>14}  prefill {:>7.1} ms with {} of {} prompt tokens kept from the previous request ({:.1} ms cold, {:.1}x)",
-                "  a prompt sharing its start",
-                "",
-                k.prefill_ms,
-                k.reused_prompt_tokens,
-                prompt.len(),
-                t.prefill_ms,
-                t.prefill_ms / k.prefill_ms.max(f64::MIN_POSITIVE)
-            );
+            if k.reused_prompt_tokens == 0 {
+                println!(
+                    "{:<58} {:>14}  not kept: this model's engine runs every prompt whole",
+                    "  a prompt sharing its start", ""
+                );
+            } else {
+                println!(
+                    "{:<58} {:>14}  prefill {:>7.1} ms with {} of {} prompt tokens kept from the previous request ({:.1} ms cold, {:.1}x)",
+                    "  a prompt sharing its start",
+                    "",
+                    k.prefill_ms,
+                    k.reused_prompt_tokens,
+                    prompt.len(),
+                    t.prefill_ms,
+                    t.prefill_ms / k.prefill_ms.max(f64::MIN_POSITIVE)
+                );
+            }
         }
         if let Some(r) = &reference {
             println!(

